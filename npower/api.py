@@ -1,0 +1,36 @@
+"""The Python API: npower.analyze(model, gpu=...) -> Report."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .graph import load_graph
+from .modelio import ModelSource
+from .pack import Pack, find_pack
+from .predict import predict
+from .report import Report
+
+
+def resolve_pack(gpu: str | Pack, profiles: Iterable[str | os.PathLike] = ()) -> Pack:
+    """A Pack object as given, or the pack that --gpu names (file path, name or unique prefix)."""
+    return gpu if isinstance(gpu, Pack) else find_pack(gpu, profiles)
+
+
+def analyze(model: ModelSource, gpu: str | Pack, batch: int | None = None,
+            input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+            profiles: Iterable[str | os.PathLike] = (), fusion: bool = True) -> Report:
+    """Predict per-layer and total runtime, power and energy of an ONNX model on a pack's device."""
+    pack = resolve_pack(gpu, profiles)
+    graph = load_graph(model, batch=batch, input_shapes=input_shapes)
+    layers = predict(graph, pack, fusion=fusion)
+    name = Path(model).name if isinstance(model, (str, os.PathLike)) else (graph.name or "model")
+    runtime = pack.runtime
+    runtime_label = f"{runtime.get('name', '?')} {runtime.get('version', '')} {runtime.get('execution_provider', '')}".strip()
+    warnings = []
+    if graph.unknown_tensors:
+        shown = ", ".join(graph.unknown_tensors[:5])
+        more = f" and {len(graph.unknown_tensors) - 5} more" if len(graph.unknown_tensors) > 5 else ""
+        warnings.append(f"shape inference left {len(graph.unknown_tensors)} tensor(s) unknown: {shown}{more}")
+    batch_used = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else batch
+    return Report(name, pack.name, pack.device.get("name", "?"), runtime_label, layers, batch_used, warnings)

@@ -1,0 +1,259 @@
+"""Per-op feature extraction: one registry mapping op_type -> extractor.
+
+Each extractor turns a resolved graph Node into LayerFeatures: the op kind (the key of its
+model in a pack), named base hyperparameters and derived special terms (MACs, FLOPs,
+elements and bytes). The profiler runs the same extractors on its single-node graphs, so a
+sampled configuration and a real layer give identical feature vectors.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .graph import CONTROL_FLOW, Node, Tensor
+
+FREE = "free"          # no work at inference: views, Identity, Dropout, shape arithmetic
+UNKNOWN = "unknown"    # op type without an extractor
+UNRESOLVED = "unresolved"  # extractor exists but the node's shapes are unknown
+
+
+@dataclass(frozen=True)
+class LayerFeatures:
+    """What the cost models see of one layer."""
+
+    kind: str
+    features: dict[str, float]
+    specials: dict[str, float]
+
+    def values(self) -> dict[str, float]:
+        """Base features and special terms in one mapping."""
+        return {**self.features, **self.specials}
+
+
+Extractor = Callable[[Node], LayerFeatures]
+EXTRACTORS: dict[str, Extractor] = {}
+
+
+def register(*op_types: str) -> Callable[[Extractor], Extractor]:
+    """Decorator: make fn the extractor of the given op types."""
+    def add(fn: Extractor) -> Extractor:
+        for op_type in op_types:
+            EXTRACTORS[op_type] = fn
+        return fn
+    return add
+
+
+def extract(node: Node) -> LayerFeatures:
+    """Features of a node; kind UNKNOWN/UNRESOLVED when they cannot be computed."""
+    if node.op_type in CONTROL_FLOW:
+        return LayerFeatures(UNKNOWN, {}, {})
+    extractor = EXTRACTORS.get(node.op_type)
+    if extractor is None:
+        return LayerFeatures(UNKNOWN, {}, {})
+    if extractor is not _free and not node.shapes_known:
+        return LayerFeatures(UNRESOLVED, {}, {})
+    return extractor(node)
+
+
+def _prod(values) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def _data(node: Node) -> list[Tensor]:
+    return [t for t in node.inputs if t is not None and not t.is_weight]
+
+
+def _weights(node: Node) -> list[Tensor]:
+    return [t for t in node.inputs if t is not None and t.is_weight]
+
+
+def _specials(node: Node, macs: float = 0.0, flops: float | None = None) -> dict[str, float]:
+    data, weights = _data(node), _weights(node)
+    in_elems = sum(t.elements for t in data)
+    w_elems = sum(t.elements for t in weights)
+    out_elems = sum(t.elements for t in node.outputs)
+    return {
+        "macs": float(macs),
+        "flops": float(2 * macs if flops is None else flops),
+        "in_elems": float(in_elems),
+        "weight_elems": float(w_elems),
+        "out_elems": float(out_elems),
+        "in_bytes": float(sum(t.elements * t.itemsize for t in data)),
+        "weight_bytes": float(sum(t.elements * t.itemsize for t in weights)),
+        "out_bytes": float(sum(t.elements * t.itemsize for t in node.outputs)),
+    }
+
+
+def _dhw(sizes) -> tuple[int, int, int]:
+    """Right-align 1-3 spatial sizes into (d, h, w); missing ones are 1."""
+    padded = [1] * (3 - len(sizes)) + [int(s) for s in sizes]
+    return padded[-3], padded[-2], padded[-1]
+
+
+def _window(node: Node, in_spatial, out_spatial) -> dict[str, float]:
+    kd, kh, kw = _dhw(node.attrs["kernel_shape"])
+    _, sh, sw = _dhw(node.attrs["strides"])
+    _, dh, dw = _dhw(node.attrs["dilations"])
+    pads = node.attrs["pads"]
+    half = len(pads) // 2
+    begin, end = _dhw(pads[:half]), _dhw(pads[half:])
+    in_d, in_h, in_w = _dhw(in_spatial)
+    out_d, out_h, out_w = _dhw(out_spatial)
+    return {"in_d": in_d, "in_h": in_h, "in_w": in_w, "out_d": out_d, "out_h": out_h, "out_w": out_w,
+            "kernel_d": kd, "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
+            "pad_h": begin[1] + end[1], "pad_w": begin[2] + end[2], "dilation_h": dh, "dilation_w": dw}
+
+
+@register("Conv", "FusedConv")
+def _conv(node: Node) -> LayerFeatures:
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    groups = int(node.attrs.get("group", 1))
+    window = _window(node, x[2:], y[2:])
+    macs = x[0] * _prod(y[2:]) * w[0] * _prod(w[2:]) * w[1]
+    features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window}
+    return LayerFeatures("conv", _floats(features), _specials(node, macs))
+
+
+@register("ConvTranspose")
+def _conv_transpose(node: Node) -> LayerFeatures:
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    groups = int(node.attrs.get("group", 1))
+    window = _window(node, x[2:], y[2:])
+    macs = x[0] * _prod(x[2:]) * w[0] * w[1] * _prod(w[2:])
+    features = {"batch": x[0], "in_channels": x[1], "out_channels": y[1], "groups": groups, **window}
+    return LayerFeatures("conv_transpose", _floats(features), _specials(node, macs))
+
+
+@register("Gemm", "FusedGemm")
+def _gemm(node: Node) -> LayerFeatures:
+    a, b = node.inputs[0].shape, node.inputs[1].shape
+    m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else (a[0], a[1])
+    n = b[0] if node.attrs.get("transB", 0) else b[1]
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    features = {"batch": 1, "m": m, "k": k, "n": n, "has_bias": int(has_bias)}
+    return LayerFeatures("gemm", _floats(features), _specials(node, m * k * n))
+
+
+@register("MatMul")
+def _matmul(node: Node) -> LayerFeatures:
+    a, b, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    k = a[-1]
+    m = a[-2] if len(a) > 1 else 1
+    n = b[-1] if len(b) > 1 else 1
+    batch = _prod(y[:-2]) if len(a) > 1 and len(b) > 1 else _prod(y[:-1]) if len(b) == 1 and len(a) > 2 else 1
+    features = {"batch": batch, "m": m, "k": k, "n": n, "b_is_weight": int(node.inputs[1].is_weight)}
+    return LayerFeatures("matmul", _floats(features), _specials(node, batch * m * k * n))
+
+
+def _pool(kind: str) -> Extractor:
+    def extractor(node: Node) -> LayerFeatures:
+        x, y = node.inputs[0].shape, node.outputs[0].shape
+        window = _window(node, x[2:], y[2:])
+        features = {"batch": x[0], "channels": x[1], **window}
+        ops = x[0] * x[1] * _prod(y[2:]) * _prod(node.attrs["kernel_shape"])
+        return LayerFeatures(kind, _floats(features), _specials(node, 0, ops))
+    return extractor
+
+
+register("MaxPool")(_pool("maxpool"))
+register("AveragePool")(_pool("avgpool"))
+register("LpPool")(_pool("lppool"))
+
+
+def _per_channel(kind: str) -> Extractor:
+    """Ops over (batch, channels, spatial...): global pooling and normalisations."""
+    def extractor(node: Node) -> LayerFeatures:
+        x = node.inputs[0].shape
+        features = {"batch": x[0], "channels": x[1] if len(x) > 1 else 1, "spatial": _prod(x[2:])}
+        if kind == "lrn":
+            features["size"] = node.attrs.get("size", 1)
+        return LayerFeatures(kind, _floats(features), _specials(node, 0, 2 * _prod(x)))
+    return extractor
+
+
+register("GlobalAveragePool")(_per_channel("global_avgpool"))
+register("GlobalMaxPool")(_per_channel("global_maxpool"))
+register("BatchNormalization")(_per_channel("batchnorm"))
+register("InstanceNormalization")(_per_channel("instancenorm"))
+register("LRN")(_per_channel("lrn"))
+
+
+def _split_at_axis(shape: tuple, axis: int) -> tuple[int, int, int]:
+    axis = axis % len(shape) if shape else 0
+    return _prod(shape[:axis]), int(shape[axis]) if shape else 1, _prod(shape[axis + 1:])
+
+
+@register("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization")
+def _layernorm(node: Node) -> LayerFeatures:
+    x = node.inputs[0].shape
+    axis = int(node.attrs.get("axis", -1)) % len(x)
+    features = {"rows": _prod(x[:axis]), "norm_size": _prod(x[axis:])}
+    return LayerFeatures("layernorm", _floats(features), _specials(node, 0, 5 * _prod(x)))
+
+
+@register("Softmax", "LogSoftmax")
+def _softmax(node: Node) -> LayerFeatures:
+    x = node.inputs[0].shape
+    outer, axis_len, inner = _split_at_axis(x, int(node.attrs.get("axis", -1)))
+    features = {"outer": outer, "axis_len": axis_len, "inner": inner}
+    return LayerFeatures("softmax", _floats(features), _specials(node, 0, 3 * _prod(x)))
+
+
+def _elementwise(kind: str, flops_per_element: int = 1) -> Extractor:
+    """Element-wise ops: cost follows the output size and how inputs broadcast into it."""
+    def extractor(node: Node) -> LayerFeatures:
+        out = node.outputs[0].elements
+        inputs = [t for t in node.inputs if t is not None]
+        broadcast = int(any(t.elements != out for t in inputs))
+        features = {"elements": out, "inputs": len(inputs), "broadcast": broadcast}
+        return LayerFeatures(kind, _floats(features), _specials(node, 0, flops_per_element * out))
+    return extractor
+
+
+_UNARY = ["Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu", "Clip",
+          "Elu", "Selu", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Softplus", "Mish",
+          "Floor", "Ceil", "Round", "Sign", "Not", "Cast", "QuickGelu", "FastGelu", "BiasGelu"]
+_BINARY = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Equal", "Less", "Greater",
+           "And", "Or", "Where", "Sum", "Mean", "Mod", "BiasAdd"]
+for _op in _UNARY + _BINARY:
+    register(_op)(_elementwise(_op.lower()))
+
+
+def _movement(kind: str) -> Extractor:
+    """Data movement: cost follows the bytes read and written."""
+    def extractor(node: Node) -> LayerFeatures:
+        data = _data(node)
+        features = {"in_elems": sum(t.elements for t in data) or node.inputs[0].elements,
+                    "out_elems": sum(t.elements for t in node.outputs),
+                    "pieces": max(len(data), len(node.outputs))}
+        if kind == "resize":
+            mode = str(node.attrs.get("mode", "nearest"))
+            features["linear"] = int(mode in ("linear", "bilinear", "trilinear", "cubic"))
+        return LayerFeatures(kind, _floats(features), _specials(node, 0, 0))
+    return extractor
+
+
+for _op, _kind in [("Concat", "concat"), ("Split", "split"), ("Slice", "slice"), ("Pad", "pad"),
+                   ("Resize", "resize"), ("Upsample", "resize"), ("Transpose", "transpose"),
+                   ("Gather", "gather"), ("GatherElements", "gather"), ("Tile", "tile"),
+                   ("Expand", "expand"), ("DepthToSpace", "transpose"), ("SpaceToDepth", "transpose")]:
+    register(_op)(_movement(_kind))
+
+
+@register("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceSumSquare", "ReduceLogSumExp", "ArgMax", "ArgMin")
+def _reduce(node: Node) -> LayerFeatures:
+    in_elems, out_elems = node.inputs[0].elements, node.outputs[0].elements
+    features = {"in_elems": in_elems, "out_elems": out_elems}
+    return LayerFeatures("reduce", _floats(features), _specials(node, 0, in_elems))
+
+
+@register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size",
+          "Constant", "ConstantOfShape", "Range")
+def _free(node: Node) -> LayerFeatures:
+    return LayerFeatures(FREE, {}, {})
+
+
+def _floats(values: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in values.items()}

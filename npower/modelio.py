@@ -1,0 +1,73 @@
+"""Read ONNX models from files, bytes or ModelProto objects without ever reading weights."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import NpowerError
+
+ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+# Initializers larger than this keep only their shape: their values never matter for cost
+# prediction, and small ones (shape tensors for Reshape, Slice starts...) feed shape inference.
+_KEEP_VALUES_UP_TO = 4096
+
+
+def load_model(source: ModelSource) -> onnx.ModelProto:
+    """Return a ModelProto whose large weights are stripped (external data is never loaded)."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    elif isinstance(source, bytes):
+        model = _parse(source, "<bytes>")
+    else:
+        model = _parse(_read(Path(source)), str(source))
+    _check_is_model(model)
+    strip_weights(model)
+    return model
+
+
+def _read(path: Path) -> bytes:
+    if not path.exists():
+        raise NpowerError(f"{path}: no such file")
+    if path.is_dir():
+        raise NpowerError(f"{path}: is a folder, not an ONNX file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise NpowerError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _parse(data: bytes, name: str) -> onnx.ModelProto:
+    if not data:
+        raise NpowerError(f"{name}: empty file, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise NpowerError(f"{name}: not a valid ONNX model (protobuf decode failed: truncated or not ONNX)") from exc
+    return model
+
+
+def _check_is_model(model: onnx.ModelProto) -> None:
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise NpowerError("not a valid ONNX model (no IR version or no graph: is this an ONNX file?)")
+    if len(model.graph.node) == 0:
+        raise NpowerError("the ONNX graph has no nodes")
+
+
+def strip_weights(model: onnx.ModelProto) -> None:
+    """Drop the values of large initializers in place (external references included)."""
+    for init in model.graph.initializer:
+        count = 1
+        for dim in init.dims:
+            count *= dim
+        if count > _KEEP_VALUES_UP_TO or init.data_location == onnx.TensorProto.EXTERNAL:
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                          "uint64_data", "string_data", "external_data"):
+                init.ClearField(field)
+            init.data_location = onnx.TensorProto.DEFAULT

@@ -1,0 +1,137 @@
+"""Sparse polynomial models over named features, evaluated with numpy only.
+
+A model is  value = intercept + sum_j coef_j * prod_v var_v ** power_jv,  where each variable is a
+named feature, either raw ("macs") or log-transformed ("log2(macs)", meaning log2(max(x, 1))).
+With target "linear" the prediction is the value itself (the published NeuralPower form);
+with target "log2" it is 2 ** value, which makes a squared-error fit a relative-error fit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import NpowerError
+
+TARGETS = ("linear", "log2")
+
+
+def variable_values(variable: str, features: Mapping[str, Any]) -> np.ndarray:
+    """Values of one variable ("name" or "log2(name)") from a mapping of feature arrays."""
+    if variable.startswith("log2(") and variable.endswith(")"):
+        base = np.asarray(features[variable[5:-1]], dtype=float)
+        return np.log2(np.maximum(base, 1.0))
+    return np.asarray(features[variable], dtype=float)
+
+
+def variable_feature(variable: str) -> str:
+    """The feature a variable reads."""
+    return variable[5:-1] if variable.startswith("log2(") and variable.endswith(")") else variable
+
+
+def design_matrix(term_powers: list[Mapping[str, int]], features: Mapping[str, Any]) -> np.ndarray:
+    """Matrix of monomial values, one row per sample and one column per term."""
+    variables = list(dict.fromkeys(v for powers in term_powers for v in powers))
+    if not variables:
+        return np.ones((1, len(term_powers)))
+    columns = np.stack([np.atleast_1d(variable_values(v, features)) for v in variables], axis=-1)
+    exponents = np.array([[powers.get(v, 0) for v in variables] for powers in term_powers], dtype=float)
+    return np.prod(columns[:, None, :] ** exponents[None, :, :], axis=-1)
+
+
+@dataclass
+class SparsePolynomial:
+    """A fitted model: intercept plus sparse monomial terms, and what it predicts."""
+
+    target: str
+    unit: str
+    intercept: float
+    terms: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variables(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for _, powers in self.terms:
+            for variable in powers:
+                seen.setdefault(variable, None)
+        return list(seen)
+
+    @property
+    def features(self) -> list[str]:
+        return sorted({variable_feature(v) for v in self.variables})
+
+    def raw_value(self, features: Mapping[str, Any]) -> np.ndarray:
+        """The polynomial's value before the target transform, for arrays or scalars."""
+        if not self.terms:
+            return np.asarray(self.intercept, dtype=float)
+        coefs = np.array([coef for coef, _ in self.terms])
+        return self.intercept + design_matrix([powers for _, powers in self.terms], features) @ coefs
+
+    def predict(self, features: Mapping[str, Any]) -> np.ndarray:
+        """Predicted quantity in `unit` (never negative)."""
+        value = self.raw_value(features)
+        if self.target == "log2":
+            return np.exp2(np.clip(value, -60.0, 60.0))
+        return np.maximum(value, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-ready form; from_dict(to_dict()) is exact."""
+        out: dict[str, Any] = {
+            "target": self.target,
+            "unit": self.unit,
+            "intercept": float(self.intercept),
+            "terms": [{"coef": float(coef), "powers": {v: int(p) for v, p in powers.items()}}
+                      for coef, powers in self.terms],
+        }
+        if self.fit:
+            out["fit"] = self.fit
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "model") -> "SparsePolynomial":
+        """Build from plain data, naming the first bad field."""
+        if not isinstance(data, dict):
+            raise NpowerError(f"{where}: expected a mapping, got {type(data).__name__}")
+        target = _field(data, "target", str, where)
+        if target not in TARGETS:
+            raise NpowerError(f"{where}.target: must be one of {', '.join(TARGETS)}, got '{target}'")
+        unit = _field(data, "unit", str, where)
+        intercept = _number(data.get("intercept"), f"{where}.intercept")
+        raw_terms = _field(data, "terms", list, where)
+        terms = []
+        for index, term in enumerate(raw_terms):
+            here = f"{where}.terms[{index}]"
+            if not isinstance(term, dict):
+                raise NpowerError(f"{here}: expected a mapping with coef and powers")
+            coef = _number(term.get("coef"), f"{here}.coef")
+            powers = term.get("powers")
+            if not isinstance(powers, dict):
+                raise NpowerError(f"{here}.powers: expected a mapping variable -> exponent")
+            for variable, power in powers.items():
+                if not isinstance(variable, str) or not variable:
+                    raise NpowerError(f"{here}.powers: variable names must be strings")
+                if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+                    raise NpowerError(f"{here}.powers.{variable}: exponent must be a positive integer")
+            terms.append((coef, dict(powers)))
+        fit = data.get("fit", {})
+        if not isinstance(fit, dict):
+            raise NpowerError(f"{where}.fit: expected a mapping")
+        return cls(target, unit, intercept, terms, fit)
+
+
+def _field(data: dict, name: str, kind: type, where: str) -> Any:
+    if name not in data:
+        raise NpowerError(f"{where}: missing field '{name}'")
+    value = data[name]
+    if not isinstance(value, kind):
+        raise NpowerError(f"{where}.{name}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NpowerError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)

@@ -1,0 +1,129 @@
+"""Per-layer predictions from a Graph and a Pack.
+
+Sources: "fitted" (the pack's model for the op kind), "fallback" (roofline from the pack's
+measured peak compute and bandwidth, flagged), "fused" (the runtime merges the node into
+another one), "free" (views, Identity, Dropout), "unknown" (no extractor, or control flow)
+and "unresolved" (shapes unknown). Only fitted and fallback layers cost time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
+from .fusion import find_fusions
+from .graph import Graph, Node
+from .pack import Pack
+
+
+@dataclass
+class LayerPrediction:
+    """One layer's predicted cost and where the figure came from."""
+
+    name: str
+    op_type: str
+    kind: str
+    output_shape: tuple | None
+    macs: float
+    flops: float
+    ms: float
+    watts: float | None
+    source: str
+    note: str = ""
+
+    @property
+    def mj(self) -> float | None:
+        return None if self.watts is None else self.watts * self.ms
+
+
+def roofline_ms(flops: float, total_bytes: float, peak_gflops: float, bandwidth_gbs: float) -> float:
+    """Paleo-style time: compute time plus memory time, in ms."""
+    return (flops / (peak_gflops * 1e9) + total_bytes / (bandwidth_gbs * 1e9)) * 1e3
+
+
+def layer_bytes(layer: LayerFeatures) -> float:
+    specials = layer.specials
+    return specials.get("in_bytes", 0.0) + specials.get("weight_bytes", 0.0) + specials.get("out_bytes", 0.0)
+
+
+def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPrediction]:
+    """Predict every node of the graph with the pack."""
+    fused = find_fusions(graph) if fusion else {}
+    layers = [_with_fusion(extract(node), fused.get(node.name)) for node in graph.nodes]
+    rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(graph.nodes, layers)]
+    by_kind: dict[str, list[int]] = {}
+    for index, (row, layer) in enumerate(zip(rows, layers)):
+        if row.source == "pending":
+            by_kind.setdefault(layer.kind, []).append(index)
+    for kind, indices in by_kind.items():
+        _predict_kind(pack, kind, [layers[i] for i in indices], [rows[i] for i in indices])
+    _fill_missing_power(pack, rows)
+    return rows
+
+
+def _with_fusion(layer: LayerFeatures, fusion) -> LayerFeatures:
+    if fusion is not None and fusion.kind and layer.kind not in (UNKNOWN, UNRESOLVED):
+        return LayerFeatures(fusion.kind, layer.features, layer.specials)
+    return layer
+
+
+def _row(node: Node, layer: LayerFeatures, fusion) -> LayerPrediction:
+    shape = node.outputs[0].shape if node.outputs else None
+    specials = layer.specials
+    row = LayerPrediction(node.name, node.op_type, layer.kind, shape, specials.get("macs", 0.0),
+                          specials.get("flops", 0.0), 0.0, None, "pending")
+    if fusion is not None and fusion.host is not None:
+        row.source, row.note = "fused", f"fused into {fusion.host}"
+    elif layer.kind == FREE:
+        row.source = "free"
+    elif layer.kind == UNKNOWN:
+        row.source, row.note = "unknown", f"no cost model for op type {node.domain + '.' if node.domain else ''}{node.op_type}"
+    elif layer.kind == UNRESOLVED:
+        row.source, row.note = "unresolved", "shapes unknown after inference"
+    return row
+
+
+def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list[LayerPrediction]) -> None:
+    models = pack.models.get(kind)
+    if models is not None:
+        columns = {name: np.array([layer.values()[name] for layer in layers])
+                   for name in _needed(models)}
+        runtimes = models.runtime.predict(columns)
+        powers = models.power.predict(columns) if models.power is not None else None
+        for index, row in enumerate(rows):
+            row.ms = float(np.atleast_1d(runtimes)[index] if np.ndim(runtimes) else runtimes)
+            row.source = "fitted"
+            if powers is not None:
+                row.watts = float(np.atleast_1d(powers)[index] if np.ndim(powers) else powers)
+        return
+    peak, bandwidth = pack.peak_gflops, pack.bandwidth_gbs
+    for layer, row in zip(layers, rows):
+        row.source = "fallback"
+        if peak and bandwidth:
+            row.ms = roofline_ms(layer.specials.get("flops", 0.0), layer_bytes(layer), peak, bandwidth)
+            row.note = f"no '{kind}' model in pack: roofline estimate"
+        else:
+            row.note = f"no '{kind}' model in pack and no peak figures: not costed"
+
+
+def _needed(models) -> list[str]:
+    names = set(models.runtime.features)
+    if models.power is not None:
+        names |= set(models.power.features)
+    return sorted(names)
+
+
+def _fill_missing_power(pack: Pack, rows: list[LayerPrediction]) -> None:
+    """Where the pack has power models, layers without one get the time-weighted mean (flagged)."""
+    if not pack.has_power:
+        return
+    powered = [r for r in rows if r.watts is not None and r.ms > 0]
+    total_ms = sum(r.ms for r in powered)
+    if total_ms <= 0:
+        return
+    mean_watts = sum(r.watts * r.ms for r in powered) / total_ms
+    for row in rows:
+        if row.watts is None and row.ms > 0:
+            row.watts = mean_watts
+            row.note = (row.note + "; " if row.note else "") + "power estimated (network mean)"

@@ -1,0 +1,1 @@
+"""Building packs: sampling plans, single-node graphs, measurement backends, sample store."""

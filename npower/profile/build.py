@@ -1,0 +1,61 @@
+"""Single-node ONNX graphs from plan configs, with explicit IR version and opset."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .plan import Config
+
+# Both onnxruntime 1.31+ (CPU) and onnxruntime-gpu 1.31 accept IR 8 / opset 17.
+IR_VERSION = 8
+OPSET = 17
+CONTRIB_DOMAIN = "com.microsoft"
+
+
+def _weight_values(spec: dict, rng: np.random.Generator) -> np.ndarray:
+    if "value" in spec:
+        value = spec["value"]
+        is_int = isinstance(value, int) or (isinstance(value, list) and value and all(isinstance(v, int) for v in value))
+        return np.array(value, dtype=np.int64 if is_int else np.float32).reshape(spec["shape"])
+    shape = spec["shape"]
+    if spec.get("init") == "positive":
+        return rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
+
+
+def build_model(config: Config, seed: int = 0) -> onnx.ModelProto:
+    """One graph holding exactly the configured node; weights are initializers."""
+    rng = np.random.default_rng(seed)
+    graph_inputs, initializers, names = [], [], []
+    for index, spec in enumerate(config["inputs"]):
+        name = f"x{index}"
+        names.append(name)
+        if spec["weight"]:
+            initializers.append(numpy_helper.from_array(_weight_values(spec, rng), name))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, spec["shape"]))
+    outputs = [f"y{i}" for i in range(config.get("outputs", 1))]
+    domain = config.get("domain", "")
+    node = helper.make_node(config["op"], names, outputs, name=config["op"].lower(), domain=domain or None,
+                            **config.get("attrs", {}))
+    out_shape = config.get("out_shape")
+    value_infos = [helper.make_tensor_value_info(o, TensorProto.FLOAT, out_shape) for o in outputs]
+    graph = helper.make_graph([node], f"single_{config['op']}", graph_inputs, value_infos, initializers)
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION, producer_name="npower.profile")
+
+
+def make_feeds(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random non-zero float32 inputs for the graph's non-weight inputs."""
+    rng = np.random.default_rng(seed + 1)
+    feeds = {}
+    for index, spec in enumerate(config["inputs"]):
+        if not spec["weight"]:
+            values = rng.standard_normal(spec["shape"]).astype(np.float32)
+            values[values == 0] = 1.0
+            feeds[f"x{index}"] = values
+    return feeds

@@ -1,0 +1,50 @@
+"""Argument parsers of the pack-building commands (profile, fit, validate); handlers load lazily."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+Lazy = Callable[[str, str], Callable[[argparse.Namespace], int]]
+
+
+def add_profile_parsers(sub, lazy: Lazy) -> None:
+    profile = sub.add_parser("profile", help="measure single-node graphs on a device into a sample file")
+    profile.add_argument("-o", "--output", required=True, help="sample file (.jsonl); resumed if it exists")
+    profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    profile.add_argument("--threads", type=int, default=1, help="intra-op threads (recorded in the pack)")
+    profile.add_argument("--optimization", default="extended", choices=["disabled", "basic", "extended", "all"])
+    profile.add_argument("--scale", type=float, default=1.0, help="multiply every kind's default sample count")
+    profile.add_argument("--kinds", help="comma-separated op kinds (default: all)")
+    profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--from-models", nargs="+", default=[], metavar="ONNX",
+                         help="also measure the exact layers of these networks")
+    profile.add_argument("--max-macs", type=float, help="skip configs above this many MACs")
+    profile.add_argument("--min-runs", type=int, default=15)
+    profile.add_argument("--min-seconds", type=float, default=0.15)
+    profile.add_argument("--max-seconds", type=float, default=2.0)
+    profile.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time")
+    profile.add_argument("--quiet", action="store_true", help="no progress bar")
+    profile.set_defaults(run=lazy("profile.commands", "cmd_profile"))
+
+    fit = sub.add_parser("fit", help="fit a pack from a sample file")
+    fit.add_argument("samples", help="sample file written by `npower profile`")
+    fit.add_argument("-o", "--output", required=True, help="pack .yaml to write")
+    fit.add_argument("--name", help="pack name (default: output file stem)")
+    fit.add_argument("--folds", type=int, default=5, help="outer folds for the held-out error")
+    fit.add_argument("--max-degree", type=int, default=3)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(run=lazy("profile.commands", "cmd_fit"))
+
+    validate = sub.add_parser("validate", help="measure whole networks and compare with the pack's predictions")
+    validate.add_argument("models", nargs="+", help="ONNX files or zoo:NAME")
+    validate.add_argument("--gpu", required=True, metavar="PACK")
+    validate.add_argument("--profiles", action="append", default=[], metavar="DIR")
+    validate.add_argument("--batch", type=int)
+    validate.add_argument("--runs", type=int, default=30, help="timed runs per network (median)")
+    validate.add_argument("--predictor", choices=["npower", "paleo"], default="npower")
+    validate.add_argument("--no-fusion", action="store_true")
+    validate.add_argument("--layers", action="store_true", help="per-layer comparison with onnxruntime's profile")
+    validate.add_argument("--format", choices=["table", "json"], default="table")
+    validate.add_argument("-o", "--output")
+    validate.add_argument("--record", action="store_true", help="write the figures into the pack's provenance")
+    validate.set_defaults(run=lazy("validate", "cmd_validate"))

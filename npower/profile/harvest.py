@@ -1,0 +1,42 @@
+"""`--from-models`: the exact layer configurations of given networks, as plan configs."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from onnx import numpy_helper
+
+from ..features import FREE, UNKNOWN, UNRESOLVED, extract
+from ..graph import load_graph
+from ..modelio import load_model
+from .plan import Config
+
+
+def harvest(paths: Iterable[str]) -> Iterator[tuple[str, Config]]:
+    """Yield (kind, config) for every costed layer of the given ONNX models, without duplicates."""
+    seen: set[str] = set()
+    for path in paths:
+        model = load_model(path)
+        values = {init.name: numpy_helper.to_array(init).tolist() for init in model.graph.initializer
+                  if init.HasField("raw_data") or len(init.float_data) or len(init.int64_data)}
+        for node in load_graph(model).nodes:
+            kind = extract(node).kind
+            if kind in (FREE, UNKNOWN, UNRESOLVED):
+                continue
+            inputs = []
+            for tensor in node.inputs:
+                if tensor is None:
+                    break
+                spec = {"shape": list(tensor.shape), "weight": tensor.is_weight}
+                if tensor.is_weight and tensor.name in values and tensor.elements <= 64:
+                    spec["value"] = values[tensor.name]
+                inputs.append(spec)
+            attrs = {k: v for k, v in node.attrs.items() if v != "<subgraph>" and k != "auto_pad"}
+            config: Config = {"op": node.op_type, "attrs": attrs, "inputs": inputs}
+            if len(node.outputs) > 1:
+                config["outputs"] = len(node.outputs)
+            if node.domain:
+                config["domain"], config["out_shape"] = node.domain, list(node.outputs[0].shape)
+            signature = repr(config)
+            if signature not in seen:
+                seen.add(signature)
+                yield kind, config

@@ -1,0 +1,308 @@
+"""Sampling plans: seeded, reproducible single-layer configurations per op kind.
+
+A config is plain data: {"op", "domain", "attrs", "inputs": [{"shape", "weight", "init"?}],
+"outputs", "out_shape"?}. Distributions lean towards the sizes real networks use
+(powers of two, 7/14/28/56/112/224 maps, 1/3/5/7/11 kernels) with a random tail.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+Config = dict[str, Any]
+
+COMMON_SPATIAL = [1, 2, 4, 7, 8, 13, 14, 16, 17, 27, 28, 32, 35, 55, 56, 64, 112, 128, 224]
+COMMON_CHANNELS = [3, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 2048]
+
+
+def config_key(config: Config) -> str:
+    """Stable identity of a config (for resuming)."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Sampler:
+    """Seeded draws biased towards common network sizes."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def choice(self, values, weights=None):
+        index = self.rng.choice(len(values), p=None if weights is None else np.array(weights) / sum(weights))
+        return values[int(index)]
+
+    def log_int(self, low: int, high: int) -> int:
+        return int(round(2 ** self.rng.uniform(math.log2(low), math.log2(high))))
+
+    def common_or_log(self, common: list[int], low: int, high: int, p_common: float = 0.7) -> int:
+        pool = [v for v in common if low <= v <= high]
+        return self.choice(pool) if pool and self.rng.random() < p_common else self.log_int(low, high)
+
+    def batch(self, high: int = 256) -> int:
+        return 1 if self.rng.random() < 0.35 else self.log_int(1, high)
+
+    def spatial(self, low: int = 1, high: int = 512) -> int:
+        return self.common_or_log(COMMON_SPATIAL, low, high)
+
+    def channels(self, high: int = 2048) -> int:
+        return self.common_or_log(COMMON_CHANNELS, 1, high)
+
+
+def _tensor(shape, weight: bool = False, **extra) -> dict[str, Any]:
+    return {"shape": [int(d) for d in shape], "weight": weight, **extra}
+
+
+def _conv(s: Sampler, transpose: bool = False) -> Config:
+    rank = s.choice([1, 2, 3], [0.04, 0.92, 0.04])
+    k = s.choice([1, 3, 5, 7, 11], [0.35, 0.42, 0.1, 0.1, 0.03])
+    stride = s.choice([1, 2, 4], [0.72, 0.25, 0.03])
+    dilation = s.choice([1, 2, 4], [0.9, 0.07, 0.03]) if k == 3 and not transpose else 1
+    cin = s.channels()
+    depthwise = not transpose and s.rng.random() < 0.15
+    groups = cin if depthwise else (s.choice([2, 4, 8, 32]) if s.rng.random() < 0.05 else 1)
+    if cin % groups:
+        groups = 1
+    cout = cin if depthwise else s.channels()
+    cout = max(groups, cout - cout % groups)
+    size = s.spatial(1, 512 if rank < 3 else 64)
+    sizes = [size] * rank if s.rng.random() < 0.9 else [s.spatial(1, 512 if rank < 3 else 64) for _ in range(rank)]
+    pad = s.choice(["same", "zero", "rand"], [0.7, 0.25, 0.05])
+    pads = [(k - 1) * dilation // 2 if pad == "same" else 0 if pad == "zero" else int(s.rng.integers(0, k))] * rank
+    effective = (k - 1) * dilation + 1
+    sizes = [max(n, effective - 2 * p) for n, p in zip(sizes, pads)]
+    n = s.batch()
+    attrs = {"kernel_shape": [k] * rank, "strides": [stride] * rank, "pads": pads * 2, "group": groups}
+    if transpose:
+        weight = [cin, cout // groups, *([k] * rank)]
+    else:
+        attrs["dilations"] = [dilation] * rank
+        weight = [cout, cin // groups, *([k] * rank)]
+    inputs = [_tensor([n, cin, *sizes]), _tensor(weight, True)]
+    if s.rng.random() < 0.7:
+        inputs.append(_tensor([cout], True))
+    return {"op": "ConvTranspose" if transpose else "Conv", "attrs": attrs, "inputs": inputs}
+
+
+def _gemm(s: Sampler) -> Config:
+    m = s.batch(1024)
+    k, n = s.common_or_log([256, 512, 1000, 1024, 2048, 4096, 9216, 25088], 10, 25088, 0.5), \
+        s.common_or_log([10, 100, 256, 512, 1000, 1024, 2048, 4096], 10, 25000, 0.5)
+    trans_b = int(s.rng.random() < 0.8)
+    inputs = [_tensor([m, k]), _tensor([n, k] if trans_b else [k, n], True)]
+    if s.rng.random() < 0.85:
+        inputs.append(_tensor([n], True))
+    return {"op": "Gemm", "attrs": {"transB": trans_b}, "inputs": inputs}
+
+
+def _matmul(s: Sampler) -> Config:
+    if s.rng.random() < 0.5:  # attention-like: (B, heads, T, d) x (B, heads, d, T) or (.., T, T) x (.., T, d)
+        batch, heads = s.batch(64), s.choice([1, 2, 4, 6, 8, 12, 16])
+        tokens = s.common_or_log([49, 64, 128, 196, 197, 256, 512, 1024], 8, 2048)
+        head_dim = s.choice([32, 48, 64, 80, 96, 128])
+        left, right = ([tokens, head_dim], [head_dim, tokens]) if s.rng.random() < 0.5 else \
+            ([tokens, tokens], [tokens, head_dim])
+        return {"op": "MatMul", "attrs": {}, "inputs": [_tensor([batch, heads, *left]), _tensor([batch, heads, *right])]}
+    rows = [s.batch(64), s.common_or_log([1, 49, 128, 196, 197, 256, 512], 1, 1024)]
+    k = s.common_or_log([64, 128, 256, 384, 512, 768, 1024, 2048, 3072, 4096], 10, 8192)
+    n = s.common_or_log([64, 128, 256, 384, 512, 768, 1000, 1024, 2048, 3072, 4096], 10, 25000)
+    shape = rows if s.rng.random() < 0.7 else [rows[0] * rows[1]]
+    return {"op": "MatMul", "attrs": {}, "inputs": [_tensor([*shape, k]), _tensor([k, n], True)]}
+
+
+def _pool(op: str) -> Callable[[Sampler], Config]:
+    def draw(s: Sampler) -> Config:
+        k = s.choice([2, 3, 5, 7], [0.4, 0.45, 0.05, 0.1])
+        stride = s.choice([1, 2, 3], [0.2, 0.75, 0.05])
+        pad = s.choice([0, k // 2], [0.6, 0.4])
+        size = max(s.spatial(2, 256), k)
+        attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4,
+                 "ceil_mode": int(s.rng.random() < 0.3)}
+        return {"op": op, "attrs": attrs, "inputs": [_tensor([s.batch(), s.channels(1024), size, size])]}
+    return draw
+
+
+def _nchw(op: str, attrs: dict | None = None, params: int = 0) -> Callable[[Sampler], Config]:
+    """Ops over an NCHW tensor with optional per-channel parameter tensors."""
+    def draw(s: Sampler) -> Config:
+        c, size = s.channels(), s.spatial(1, 224)
+        inputs = [_tensor([s.batch(128), c, size, size])]
+        inputs += [_tensor([c], True, init="positive" if i == 3 else "normal") for i in range(params)]
+        extra = {"size": s.choice([3, 5])} if op == "LRN" else {}
+        return {"op": op, "attrs": {**(attrs or {}), **extra}, "inputs": inputs}
+    return draw
+
+
+def _rows(s: Sampler) -> list[int]:
+    if s.rng.random() < 0.5:
+        return [s.batch(64), s.common_or_log([49, 128, 196, 197, 256, 512], 1, 2048),
+                s.common_or_log([64, 128, 256, 384, 512, 768, 1000, 1024], 2, 4096)]
+    return [s.batch(), s.common_or_log([10, 100, 1000], 2, 30000)]
+
+
+def _softmax(s: Sampler) -> Config:
+    if s.rng.random() < 0.5:
+        tokens = s.common_or_log([49, 64, 128, 196, 197, 256], 8, 1024)
+        return {"op": "Softmax", "attrs": {"axis": -1},
+                "inputs": [_tensor([s.batch(64), s.choice([1, 4, 6, 8, 12]), tokens, tokens])]}
+    return {"op": "Softmax", "attrs": {"axis": -1}, "inputs": [_tensor(_rows(s))]}
+
+
+def _layernorm(s: Sampler) -> Config:
+    shape = _rows(s)
+    return {"op": "LayerNormalization", "attrs": {"axis": -1, "epsilon": 1e-5},
+            "inputs": [_tensor(shape), _tensor([shape[-1]], True, init="positive"), _tensor([shape[-1]], True)]}
+
+
+def _activation_shape(s: Sampler) -> list[int]:
+    if s.rng.random() < 0.7:
+        return [s.batch(64), s.channels(1024), *([s.spatial(1, 224)] * 2)]
+    return _rows(s)
+
+
+def _elementwise(op: str, arity: int = 1, domain: str = "", attrs: dict | None = None,
+                 extra_inputs: Callable[[list[int]], list[dict]] | None = None) -> Callable[[Sampler], Config]:
+    def draw(s: Sampler) -> Config:
+        shape = _activation_shape(s)
+        inputs = [_tensor(shape)]
+        for _ in range(arity - 1):
+            other = shape
+            if s.rng.random() < 0.3 and len(shape) == 4:  # per-channel or SE-style broadcast
+                other = [shape[0], shape[1], 1, 1] if s.rng.random() < 0.5 else [shape[1], 1, 1]
+            inputs.append(_tensor(other, weight=len(other) < len(shape)))
+        if extra_inputs:
+            inputs += extra_inputs(shape)
+        config = {"op": op, "attrs": dict(attrs or {}), "inputs": inputs}
+        if domain:
+            config["domain"], config["out_shape"] = domain, shape
+        return config
+    return draw
+
+
+def _concat(s: Sampler) -> Config:
+    pieces = s.choice([2, 3, 4, 6], [0.6, 0.15, 0.2, 0.05])
+    shape = _activation_shape(s)
+    inputs = [_tensor([shape[0], max(1, s.channels(512)), *shape[2:]]) for _ in range(pieces)]
+    return {"op": "Concat", "attrs": {"axis": 1}, "inputs": inputs}
+
+
+def _split(s: Sampler) -> Config:
+    shape = _activation_shape(s)
+    pieces = s.choice([2, 3, 4])
+    shape[1] = max(shape[1] - shape[1] % pieces, pieces)
+    return {"op": "Split", "attrs": {"axis": 1}, "outputs": pieces,
+            "inputs": [_tensor(shape), _tensor([pieces], True, value=[shape[1] // pieces] * pieces)]}
+
+
+def _slice(s: Sampler) -> Config:
+    shape = _activation_shape(s)
+    axis = int(s.rng.integers(1, len(shape)))
+    end = max(1, int(shape[axis] * s.rng.uniform(0.2, 1.0)))
+    return {"op": "Slice", "attrs": {}, "inputs": [
+        _tensor(shape), _tensor([1], True, value=[0]), _tensor([1], True, value=[end]), _tensor([1], True, value=[axis])]}
+
+
+def _pad(s: Sampler) -> Config:
+    shape = [s.batch(64), s.channels(512), *([s.spatial(1, 224)] * 2)]
+    p = s.choice([1, 2, 3])
+    return {"op": "Pad", "attrs": {"mode": "constant"},
+            "inputs": [_tensor(shape), _tensor([8], True, value=[0, 0, p, p, 0, 0, p, p])]}
+
+
+def _resize(s: Sampler) -> Config:
+    factor = s.choice([2.0, 4.0, 0.5])
+    shape = [s.batch(32), s.channels(512), *([s.spatial(2 if factor < 1 else 1, 128)] * 2)]
+    mode = s.choice(["nearest", "linear"])
+    return {"op": "Resize", "attrs": {"mode": mode}, "inputs": [
+        _tensor(shape), _tensor([0], True, value=[]), _tensor([4], True, value=[1.0, 1.0, factor, factor])]}
+
+
+def _transpose(s: Sampler) -> Config:
+    if s.rng.random() < 0.5:
+        shape = [s.batch(64), s.choice([49, 196, 197, 256, 512]), s.choice([4, 6, 8, 12]), s.choice([32, 64])]
+        perm = [0, 2, 1, 3]
+    else:
+        shape = [s.batch(64), s.channels(1024), *([s.spatial(1, 128)] * 2)]
+        perm = s.choice([[0, 2, 3, 1], [0, 3, 1, 2], [0, 1, 3, 2]])
+    return {"op": "Transpose", "attrs": {"perm": perm}, "inputs": [_tensor(shape)]}
+
+
+def _reduce(s: Sampler) -> Config:
+    shape = _activation_shape(s)
+    axes = [2, 3] if len(shape) == 4 and s.rng.random() < 0.5 else [len(shape) - 1]
+    # opset 17: ReduceMean/ReduceMax take axes as an attribute (ReduceSum takes an input).
+    return {"op": s.choice(["ReduceMean", "ReduceMax"]), "attrs": {"axes": axes, "keepdims": 1},
+            "inputs": [_tensor(shape)]}
+
+
+def _clip_bounds(_shape: list[int]) -> list[dict]:
+    return [_tensor([], True, value=0.0), _tensor([], True, value=6.0)]
+
+
+def _prelu_slope(shape: list[int]) -> list[dict]:
+    return [_tensor([shape[1], 1, 1] if len(shape) == 4 else [shape[-1]], True, init="positive")]
+
+
+# kind -> (draw function, default share of the plan)
+PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
+    "conv": (_conv, 900),
+    "conv_transpose": (lambda s: _conv(s, transpose=True), 60),
+    "gemm": (_gemm, 130),
+    "matmul": (_matmul, 170),
+    "maxpool": (_pool("MaxPool"), 110),
+    "avgpool": (_pool("AveragePool"), 70),
+    "global_avgpool": (_nchw("GlobalAveragePool"), 50),
+    "global_maxpool": (_nchw("GlobalMaxPool"), 30),
+    "batchnorm": (_nchw("BatchNormalization", {"epsilon": 1e-5}, params=4), 60),
+    "instancenorm": (_nchw("InstanceNormalization", {"epsilon": 1e-5}, params=2), 35),
+    "lrn": (_nchw("LRN", {"alpha": 1e-4, "beta": 0.75, "bias": 1.0}), 40),
+    "layernorm": (_layernorm, 50),
+    "softmax": (_softmax, 60),
+    "relu": (_elementwise("Relu"), 40),
+    "leakyrelu": (_elementwise("LeakyRelu", attrs={"alpha": 0.1}), 25),
+    "clip": (_elementwise("Clip", extra_inputs=_clip_bounds), 35),
+    "sigmoid": (_elementwise("Sigmoid"), 35),
+    "hardsigmoid": (_elementwise("HardSigmoid"), 25),
+    "hardswish": (_elementwise("HardSwish"), 25),
+    "tanh": (_elementwise("Tanh"), 25),
+    "erf": (_elementwise("Erf"), 25),
+    "gelu": (_elementwise("Gelu", domain="com.microsoft"), 30),
+    "quickgelu": (_elementwise("QuickGelu", domain="com.microsoft", attrs={"alpha": 1.0}), 30),
+    "prelu": (_elementwise("PRelu", extra_inputs=_prelu_slope), 25),
+    "add": (_elementwise("Add", 2), 50),
+    "sub": (_elementwise("Sub", 2), 25),
+    "mul": (_elementwise("Mul", 2), 45),
+    "div": (_elementwise("Div", 2), 25),
+    "concat": (_concat, 50),
+    "split": (_split, 30),
+    "slice": (_slice, 30),
+    "pad": (_pad, 30),
+    "resize": (_resize, 40),
+    "transpose": (_transpose, 45),
+    "reduce": (_reduce, 40),
+}
+
+
+def generate(kinds: list[str] | None = None, scale: float = 1.0, seed: int = 0,
+             accept: Callable[[Config], bool] | None = None, max_tries: int = 50) -> Iterator[tuple[str, Config]]:
+    """Yield (kind, config) for the plan: `scale` times each kind's default count, interleaved."""
+    wanted = {kind: max(1, round(count * scale)) for kind, (_, count) in PLANS.items()
+              if kinds is None or kind in kinds}
+    samplers = {kind: Sampler(seed * 1000 + index) for index, kind in enumerate(PLANS)}
+    made = {kind: 0 for kind in wanted}
+    while any(made[k] < wanted[k] for k in wanted):
+        for kind in wanted:
+            if made[kind] >= wanted[kind]:
+                continue
+            draw = PLANS[kind][0]
+            for _ in range(max_tries):
+                config = draw(samplers[kind])
+                if accept is None or accept(config):
+                    break
+            else:
+                made[kind] = wanted[kind]  # this kind's space is exhausted under the budget
+                continue
+            made[kind] += 1
+            yield kind, config

@@ -1,0 +1,102 @@
+"""Append-only sample store (JSON lines): a header row, then one row per measured config.
+
+Each row is flushed and fsynced as it is written, so a kill loses at most the sample in
+flight. Reading skips (and reports) corrupt rows, keeping the good ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import NpowerError
+
+
+@dataclass
+class SampleFile:
+    """The parsed content of a sample file."""
+
+    header: dict[str, Any]
+    samples: list[dict[str, Any]]
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> set[str]:
+        return {row["key"] for row in self.samples if "key" in row}
+
+
+def read_samples(path: str | os.PathLike) -> SampleFile:
+    """Parse a sample file; corrupt rows are listed in bad_rows (line number, reason)."""
+    target = Path(path)
+    try:
+        lines = target.read_text().splitlines()
+    except FileNotFoundError:
+        raise NpowerError(f"{target}: no such sample file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NpowerError(f"{target}: cannot read ({exc})") from exc
+    header: dict[str, Any] = {}
+    samples, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((number, f"not JSON ({exc.msg})"))
+            continue
+        if not isinstance(row, dict) or row.get("type") not in ("header", "sample"):
+            bad.append((number, "not a header or sample row"))
+        elif row["type"] == "header":
+            header = row
+        elif not isinstance(row.get("kind"), str) or "key" not in row:
+            bad.append((number, "sample row without kind or key"))
+        else:
+            samples.append(row)
+    return SampleFile(header, samples, bad)
+
+
+class SampleWriter:
+    """Appends rows durably; creates the file with a header when it is new."""
+
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any]):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            self.handle = open(self.path, "a+")
+        except OSError as exc:
+            raise NpowerError(f"cannot write samples to {self.path}: {exc.strerror}") from exc
+        if fresh:
+            self.append({"type": "header", **header})
+        else:
+            self._end_partial_line()
+
+    def _end_partial_line(self) -> None:
+        """A kill mid-write leaves a partial last row: close it so new rows start cleanly."""
+        self.handle.seek(0, os.SEEK_END)
+        if self.handle.tell() == 0:
+            return
+        self.handle.seek(self.handle.tell() - 1)
+        if self.handle.read(1) != "\n":
+            self.handle.write("\n")
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(row, sort_keys=True) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> "SampleWriter":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def iter_kind(samples: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
+    """Good (error-free) samples of one kind."""
+    return (row for row in samples if row["kind"] == kind and not row.get("error"))
