@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
+from .frontend import to_onnx
 from .graph import load_graph
-from .modelio import ModelSource
 from .pack import Pack, find_pack
 from .predict import predict
 from .report import Report
@@ -17,12 +17,17 @@ def resolve_pack(gpu: str | Pack, profiles: Iterable[str | os.PathLike] = ()) ->
     return gpu if isinstance(gpu, Pack) else find_pack(gpu, profiles)
 
 
-def analyze(model: ModelSource, gpu: str | Pack, batch: int | None = None,
+def analyze(model: Any, gpu: str | Pack, batch: int | None = None,
             input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-            profiles: Iterable[str | os.PathLike] = (), fusion: bool = True) -> Report:
-    """Predict per-layer and total runtime, power and energy of an ONNX model on a pack's device."""
+            profiles: Iterable[str | os.PathLike] = (), fusion: bool = True, frontend: str | None = None) -> Report:
+    """Predict per-layer and total runtime, power and energy of a model on a pack's device.
+
+    `model` is an ONNX file, bytes or ModelProto, or anything a frontend reads (a .prototxt,
+    a TorchScript file, a Keras model, an nn.Module...), converted in memory.
+    """
     pack = resolve_pack(gpu, profiles)
-    graph = load_graph(model, batch=batch, input_shapes=input_shapes)
+    onnx_model = to_onnx(model, batch=batch, input_shapes=input_shapes, frontend=frontend)
+    graph = load_graph(onnx_model, batch=batch, input_shapes=input_shapes if onnx_model is model else None)
     layers = predict(graph, pack, fusion=fusion)
     name = Path(model).name if isinstance(model, (str, os.PathLike)) else (graph.name or "model")
     runtime = pack.runtime

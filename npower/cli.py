@@ -42,10 +42,17 @@ def _write(text: str, output: str | None) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
+def _write_model(model, output: str) -> None:
+    try:
+        Path(output).write_bytes(model.SerializeToString())
+    except OSError as exc:
+        raise NpowerError(f"cannot write {output}: {exc.strerror}") from exc
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .api import analyze
     report = analyze(args.model, gpu=args.gpu, batch=args.batch, input_shapes=_input_shapes(args),
-                     profiles=args.profiles, fusion=not args.no_fusion)
+                     profiles=args.profiles, fusion=not args.no_fusion, frontend=args.frontend)
     fmt = args.format or _format_from_suffix(args.output)
     _write(report.render(fmt, args.top), args.output)
     return 0
@@ -80,6 +87,28 @@ def cmd_packs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .frontend import find_frontend, ensure_available
+    frontend = find_frontend(args.model, args.frontend)
+    ensure_available(frontend)
+    options = {"exporter": args.exporter, "dynamic_batch": args.dynamic_batch} if frontend.name == "torch" else {}
+    if args.weights != "none":
+        options["weights"] = args.weights
+    model = frontend.convert(args.model, batch=args.batch, input_shapes=_input_shapes(args), **options)
+    _write_model(model, args.output)
+    print(f"wrote {args.output} ({frontend.name} frontend, {len(model.graph.node)} nodes)")
+    return 0
+
+
+def cmd_frontends(args: argparse.Namespace) -> int:
+    from .frontend import statuses
+    for status in statuses():
+        state = "ready" if not status.missing else \
+            f"missing {', '.join(status.missing)}: pip install 'npower[{status.extra}]'"
+        print(f"{status.name:12s} {' '.join(status.suffixes):28s} {state}\n{'':12s} {status.description}")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
     if not args.network:
@@ -87,10 +116,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return 0
     model = zoo.build(args.network, batch=args.batch or 1, weights=not args.no_weights,
                       symbolic_batch=args.symbolic_batch)
-    try:
-        Path(args.output).write_bytes(model.SerializeToString())
-    except OSError as exc:
-        raise NpowerError(f"cannot write {args.output}: {exc.strerror}") from exc
+    _write_model(model, args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -109,14 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     analyze = sub.add_parser("analyze", help="predict a model's per-layer and total cost")
-    analyze.add_argument("model", help="ONNX file")
+    analyze.add_argument("model", help="ONNX file, or a framework model a frontend reads")
     _add_pack_args(analyze)
     _add_model_shape_args(analyze)
     analyze.add_argument("--format", choices=["table", "json", "csv", "html"])
     analyze.add_argument("-o", "--output", help="write the report to a file (format from suffix)")
     analyze.add_argument("--top", type=int, default=5, help="bottlenecks to list")
     analyze.add_argument("--no-fusion", action="store_true", help="cost every node as written (no runtime fusion)")
+    analyze.add_argument("--frontend", help="force a frontend for non-ONNX models (see `npower frontends`)")
     analyze.set_defaults(run=cmd_analyze)
+
+    convert = sub.add_parser("convert", help="convert a framework model (Caffe, PyTorch, Keras) to ONNX")
+    convert.add_argument("model", help="model file or folder (.prototxt, .pt/.pth/.pt2, .keras/.h5, SavedModel)")
+    convert.add_argument("-o", "--output", required=True)
+    _add_model_shape_args(convert)
+    convert.add_argument("--frontend", help="force a frontend")
+    convert.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                         help="PyTorch exporter (torchscript: the older exporter, as a fallback)")
+    convert.add_argument("--dynamic-batch", action="store_true", help="PyTorch: keep the batch dimension symbolic")
+    convert.add_argument("--weights", choices=["none", "random"], default="none",
+                         help="Caffe: shape-only weights (default) or random ones so the model can run")
+    convert.set_defaults(run=cmd_convert)
+
+    frontends = sub.add_parser("frontends", help="list model frontends and whether their dependencies are installed")
+    frontends.set_defaults(run=cmd_frontends)
 
     packs = sub.add_parser("packs", help="list available packs")
     packs.add_argument("--profiles", action="append", default=[], metavar="DIR")

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .errors import NpowerError
 from .graph import CONTROL_FLOW, Node, Tensor
 
 FREE = "free"          # no work at inference: views, Identity, Dropout, shape arithmetic
@@ -53,7 +54,11 @@ def extract(node: Node) -> LayerFeatures:
         return LayerFeatures(UNKNOWN, {}, {})
     if extractor is not _free and not node.shapes_known:
         return LayerFeatures(UNRESOLVED, {}, {})
-    return extractor(node)
+    try:
+        return extractor(node)
+    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise NpowerError(f"node '{node.name}' ({node.op_type}) has inputs or attributes that do not fit "
+                          f"its operator ({type(exc).__name__}: {exc})") from exc
 
 
 def _prod(values) -> int:
@@ -73,15 +78,19 @@ def _specials(node: Node, macs: float = 0.0, flops: float | None = None) -> dict
     in_elems = sum(t.elements for t in data)
     w_elems = sum(t.elements for t in weights)
     out_elems = sum(t.elements for t in node.outputs)
+    in_bytes = sum(t.elements * t.itemsize for t in data)
+    w_bytes = sum(t.elements * t.itemsize for t in weights)
+    out_bytes = sum(t.elements * t.itemsize for t in node.outputs)
     return {
         "macs": float(macs),
         "flops": float(2 * macs if flops is None else flops),
         "in_elems": float(in_elems),
         "weight_elems": float(w_elems),
         "out_elems": float(out_elems),
-        "in_bytes": float(sum(t.elements * t.itemsize for t in data)),
-        "weight_bytes": float(sum(t.elements * t.itemsize for t in weights)),
-        "out_bytes": float(sum(t.elements * t.itemsize for t in node.outputs)),
+        "in_bytes": float(in_bytes),
+        "weight_bytes": float(w_bytes),
+        "out_bytes": float(out_bytes),
+        "total_bytes": float(in_bytes + w_bytes + out_bytes),
     }
 
 
@@ -111,8 +120,20 @@ def _conv(node: Node) -> LayerFeatures:
     groups = int(node.attrs.get("group", 1))
     window = _window(node, x[2:], y[2:])
     macs = x[0] * _prod(y[2:]) * w[0] * _prod(w[2:]) * w[1]
-    features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window}
+    pointwise = _prod(w[2:]) == 1
+    features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window,
+                "depthwise": int(groups > 1 and groups == x[1]), "pointwise": int(pointwise),
+                **_conv_as_gemm(x, w, y, groups, pointwise and all(s == 1 for s in node.attrs["strides"]))}
     return LayerFeatures("conv", _floats(features), _specials(node, macs))
+
+
+def _conv_as_gemm(x: tuple, w: tuple, y: tuple, groups: int, direct: bool) -> dict[str, float]:
+    """The GEMMs an im2col convolution runs: batch*groups calls of (M x K) @ (K x N), the im2col copy, and the
+    weight elements those calls read (they dominate when N, the output map, is tiny)."""
+    out_spatial, kernel = _prod(y[2:]), _prod(w[2:])
+    return {"gemm_m": w[0] // groups, "gemm_k": w[1] * kernel, "gemm_n": out_spatial, "gemm_calls": x[0] * groups,
+            "im2col_elems": 0 if direct else x[0] * x[1] * kernel * out_spatial,
+            "weight_traffic": x[0] * _prod(w)}  # each image's GEMMs read all weights again
 
 
 @register("ConvTranspose")
@@ -150,7 +171,7 @@ def _pool(kind: str) -> Extractor:
     def extractor(node: Node) -> LayerFeatures:
         x, y = node.inputs[0].shape, node.outputs[0].shape
         window = _window(node, x[2:], y[2:])
-        features = {"batch": x[0], "channels": x[1], **window}
+        features = {"batch": x[0], "channels": x[1], "planes": x[0] * x[1], **window}
         ops = x[0] * x[1] * _prod(y[2:]) * _prod(node.attrs["kernel_shape"])
         return LayerFeatures(kind, _floats(features), _specials(node, 0, ops))
     return extractor
@@ -165,7 +186,8 @@ def _per_channel(kind: str) -> Extractor:
     """Ops over (batch, channels, spatial...): global pooling and normalisations."""
     def extractor(node: Node) -> LayerFeatures:
         x = node.inputs[0].shape
-        features = {"batch": x[0], "channels": x[1] if len(x) > 1 else 1, "spatial": _prod(x[2:])}
+        channels = x[1] if len(x) > 1 else 1
+        features = {"batch": x[0], "channels": channels, "planes": x[0] * channels, "spatial": _prod(x[2:])}
         if kind == "lrn":
             features["size"] = node.attrs.get("size", 1)
         return LayerFeatures(kind, _floats(features), _specials(node, 0, 2 * _prod(x)))

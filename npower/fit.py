@@ -1,9 +1,10 @@
 """`npower fit`: raw samples -> sparse polynomial models (scikit-learn LassoCV) -> Pack.
 
-Runtime models are fitted on log2(runtime) over log2-transformed features, so a squared
-error fit minimises relative error (runtimes span four orders of magnitude). Power models
-use the published form: linear target over raw and log2 features. The polynomial degree is
-chosen by held-out error: an outer k-fold split that the inner LassoCV never sees.
+Runtimes span four orders of magnitude, so runtime models minimise relative error: either a
+polynomial in log2 features fitted on log2(runtime), or the published linear form over raw
+and log2 features with every row divided by its measured time. Power models use the published
+form with a plain squared error. The form and degree are chosen by held-out error: an outer
+k-fold split that the inner LassoCV never sees.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datetime as dt
 import itertools
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,14 +28,21 @@ MIN_SAMPLES = 8
 MAX_TERMS = 600
 # Kinds with many features: the variables the polynomial may combine (others: all that vary).
 FIT_FEATURES = {
-    "conv": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "out_w", "kernel_h", "stride_h",
-             "dilation_h", "macs", "in_elems", "weight_elems", "out_elems"],
+    "conv": ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h", "stride_h",
+             "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems", "total_bytes",
+             "weight_traffic"],
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
-    "maxpool": ["batch", "channels", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems", "out_elems"],
-    "avgpool": ["batch", "channels", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems", "out_elems"],
+    "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
+                "out_elems", "flops"],
+    "avgpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
+                "out_elems", "flops"],
 }
-REDUNDANT = {"flops", "in_bytes", "weight_bytes", "out_bytes"}  # fixed multiples of macs/elements at one dtype
+# Variables that measure amounts of work (most important first), for the work x rate form.
+SIZE_FEATURES = ("macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "weight_traffic",
+                 "weight_elems", "total_bytes", "gemm_calls", "planes")
+# Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
+CACHE_KNOTS = (20, 22, 24, 26)
 
 
 def rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -42,20 +51,29 @@ def rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:
 
 
 def choose_variables(kind: str, columns: dict[str, np.ndarray], log: bool) -> list[str]:
-    """Variables that vary: binary features raw, others log2 (and raw too for linear targets)."""
-    names = FIT_FEATURES.get(kind, [n for n in columns if n not in REDUNDANT])
-    chosen = []
+    """Variables that vary: binary features raw, others log2 (log) or raw and log2 (linear targets)."""
+    names = FIT_FEATURES.get(kind, list(columns))
+    chosen, kept = [], []
     for name in names:
         values = columns.get(name)
-        if values is None or np.ptp(values) == 0:
-            continue
+        if values is None or np.ptp(values) == 0 or any(_proportional(values, columns[k]) for k in kept):
+            continue  # constant, or a fixed multiple of a kept feature (flops = 2 macs, bytes = 4 elements)
+        kept.append(name)
         if set(np.unique(values)) <= {0.0, 1.0}:
             chosen.append(name)
         else:
             chosen.append(f"log2({name})")
             if not log:
                 chosen.append(name)
+    if "total_bytes" in columns:
+        top = np.log2(np.maximum(columns["total_bytes"].max(), 1.0))
+        chosen += [f"log2over{k}(total_bytes)" for k in CACHE_KNOTS if top > k + 1]
     return chosen
+
+
+def _proportional(a: np.ndarray, b: np.ndarray) -> bool:
+    ratio = a / np.where(b == 0, np.nan, b)
+    return bool(np.all(np.isfinite(ratio)) and np.ptp(ratio) <= 1e-9 * abs(ratio[0]))
 
 
 def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
@@ -73,35 +91,48 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
 
 
 def _is_flag(variable: str) -> bool:
-    return variable in ("has_bias", "b_is_weight", "broadcast", "linear")
+    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
 
 
 class _Fitter:
-    """Fits one target of one kind: standardised LassoCV, coefficients mapped back to raw terms."""
+    """Fits one target of one kind with LassoCV on standardised terms; coefficients mapped back.
 
-    def __init__(self, terms: list[dict[str, int]], log_target: bool, seed: int):
-        self.terms, self.log_target, self.seed = terms, log_target, seed
+    target "log2": least squares on log2(y) (relative error by construction).
+    target "linear": the published form; with relative=True each row is divided by its measured
+    value, so the squared error minimised is the squared relative error.
+    """
 
-    def _lasso(self, X: np.ndarray, y: np.ndarray):
+    def __init__(self, target: str, relative: bool, seed: int):
+        self.target, self.relative, self.seed = target, relative, seed
+
+    def _lasso(self, X: np.ndarray, y: np.ndarray, intercept: bool):
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LassoCV
         inner = max(2, min(5, len(y) // 4))
-        model = LassoCV(alphas=40, cv=inner, max_iter=20000, tol=1e-4, random_state=self.seed, n_jobs=1)
-        model.fit(X, y)
+        model = LassoCV(alphas=40, cv=inner, max_iter=20000, tol=1e-4, random_state=self.seed, n_jobs=1,
+                        fit_intercept=intercept)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # weakest alphas on the path; CV discards them
+            model.fit(X, y)
         return model
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:
+        if self.target == "linear" and self.relative:
+            scaled = np.hstack([np.ones((len(y), 1)), X]) / y[:, None]
+            std = scaled.std(axis=0)
+            std[std == 0] = 1.0
+            model = self._lasso(scaled / std, np.ones_like(y), intercept=False)
+            coefs = model.coef_ / std
+            return float(coefs[0]), coefs[1:], float(model.alpha_)
         mean, std = X.mean(axis=0), X.std(axis=0)
         std[std == 0] = 1.0
-        model = self._lasso((X - mean) / std, self._target(y))
+        model = self._lasso((X - mean) / std, np.log2(y) if self.target == "log2" else y, intercept=True)
         coefs = model.coef_ / std
         return float(model.intercept_ - np.dot(coefs, mean)), coefs, float(model.alpha_)
 
-    def _target(self, y: np.ndarray) -> np.ndarray:
-        return np.log2(y) if self.log_target else y
-
     def predict(self, X: np.ndarray, intercept: float, coefs: np.ndarray) -> np.ndarray:
         value = intercept + X @ coefs
-        return np.exp2(np.clip(value, -60, 60)) if self.log_target else np.maximum(value, 0.0)
+        return np.exp2(np.clip(value, -60, 60)) if self.target == "log2" else np.maximum(value, 0.0)
 
     def heldout_rmspe(self, X: np.ndarray, y: np.ndarray, folds: int) -> float:
         order = np.random.default_rng(self.seed).permutation(len(y))
@@ -113,36 +144,74 @@ class _Fitter:
         return rmspe(predicted, y)
 
 
+def rate_terms(variables: list[str], degree: int) -> list[dict[str, int]]:
+    """Work x rate: every size variable alone and times each modulator (log feature, flag, hinge);
+    with degree 2 the dominant size also takes the degree-2 monomials of the modulators.
+    T = sum_s size_s * (a_s + sum_m b_sm * m + ...): time is work times a cost per unit of work
+    that depends on the layer's shape."""
+    sizes = [v for v in SIZE_FEATURES if v in variables]
+    modulators = [v for v in variables if v.startswith("log2") or _is_flag(v)]
+    terms = [{size: 1} for size in sizes] + [{size: 1, mod: 1} for size in sizes for mod in modulators]
+    if degree > 1 and sizes:
+        terms += [{sizes[0]: 1, **m} for m in monomials(modulators, degree) if sum(m.values()) == degree]
+    return terms
+
+
+def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max_degree: int):
+    """(label, target, relative, degree, terms) model forms to compare by held-out error."""
+    forms = []
+    raw = choose_variables(kind, columns, log=False)
+    if log_target:
+        variables = choose_variables(kind, columns, log=True)
+        forms += [(f"log2-poly-{d}", "log2", False, d, monomials(variables, d)) for d in range(1, max_degree + 1)]
+        forms += [(f"linear-rel-{d}", "linear", True, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
+        forms += [(f"rate-{d}", "linear", True, d, rate_terms(raw, d)) for d in range(1, min(2, max_degree) + 1)]
+    else:
+        forms += [(f"linear-{d}", "linear", False, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
+    for label, target, relative, degree, terms in forms:
+        if terms and len(terms) <= MAX_TERMS:
+            yield label, target, relative, degree, terms
+
+
 def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, unit: str, folds: int,
                max_degree: int, seed: int) -> SparsePolynomial:
-    """Choose the degree by held-out RMSPE, refit on everything, return the sparse model."""
+    """Choose the model form and degree by held-out RMSPE, refit on everything, return the model."""
     columns = {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
-    variables = choose_variables(kind, columns, log_target)
     folds = max(2, min(folds, len(y) // 3))
-    best: tuple[float, int, list] | None = None
+    best = None
     tried = {}
-    for degree in range(1, max_degree + 1):
-        terms = monomials(variables, degree)
-        if not terms or len(terms) > MAX_TERMS:
-            break
-        fitter = _Fitter(terms, log_target, seed)
-        X = design_matrix(terms, columns)
-        error = fitter.heldout_rmspe(X, y, folds)
-        tried[degree] = round(error, 2)
-        if best is None or error < best[0] - 0.25:
-            best = (error, degree, terms)
+    for label, target, relative, degree, terms in _candidates(kind, columns, log_target, max_degree):
+        fitter = _Fitter(target, relative, seed)
+        error = fitter.heldout_rmspe(design_matrix(terms, columns), y, folds)
+        tried[label] = round(error, 2)
+        if best is None or error < best[0]:
+            best = (error, label, fitter, degree, terms)
     if best is None:
         raise NpowerError(f"{kind}: no usable features to fit")
-    error, degree, terms = best
-    fitter = _Fitter(terms, log_target, seed)
+    error, label, fitter, degree, terms = best
     X = design_matrix(terms, columns)
     intercept, coefs, alpha = fitter.fit(X, y)
     kept = [(float(c), t) for c, t in zip(coefs, terms) if c != 0.0]
     in_sample = rmspe(fitter.predict(X, intercept, coefs), y)
-    fit_info = {"degree": degree, "heldout_rmspe_pct": round(error, 2), "insample_rmspe_pct": round(in_sample, 2),
+    fit_info = {"form": label, "degree": degree, "heldout_rmspe_pct": round(error, 2),
+                "insample_rmspe_pct": round(in_sample, 2),
                 "heldout_method": f"{folds}-fold cross-validation (outer), LassoCV inside", "samples": len(y),
-                "model_size": len(kept) + 1, "alpha": alpha, "degrees_tried": tried}
-    return SparsePolynomial("log2" if log_target else "linear", unit, intercept, kept, fit_info)
+                "model_size": len(kept) + 1, "alpha": alpha, "forms_tried": tried}
+    return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info)
+
+
+def current_features(row: dict[str, Any]) -> dict[str, float]:
+    """A sample's features from its config with today's extractors (stored ones if it no longer builds)."""
+    from .features import extract
+    from .graph import load_graph
+    from .profile.build import build_model
+    try:
+        layer = extract(load_graph(build_model(row["config"])).nodes[0])
+        if layer.kind == row["kind"]:
+            return layer.values()
+    except (NpowerError, KeyError, TypeError, ValueError):
+        pass
+    return {**row["features"], **row["specials"]}
 
 
 def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
@@ -162,7 +231,7 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
         if len(good) < MIN_SAMPLES:
             print(f"warning: {kind}: only {len(good)} good samples, not fitted", file=log)
             continue
-        rows = [{**row["features"], **row["specials"]} for row in good]
+        rows = [current_features(row) for row in good]
         runtime = fit_target(kind, rows, np.array([row["median_ms"] for row in good]), True, "ms",
                              folds, max_degree, seed)
         power = None
@@ -172,7 +241,7 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
         models[kind] = KindModels(runtime, power)
         ranges[kind] = {f: [min(r["features"][f] for r in good), max(r["features"][f] for r in good)]
                         for f in good[0]["features"]}
-        table.append({"kind": kind, "samples": len(good), "degree": runtime.fit["degree"],
+        table.append({"kind": kind, "samples": len(good), "form": runtime.fit["form"],
                       "size": runtime.fit["model_size"], "heldout": runtime.fit["heldout_rmspe_pct"],
                       "insample": runtime.fit["insample_rmspe_pct"],
                       "power_heldout": power.fit["heldout_rmspe_pct"] if power else None,
@@ -199,13 +268,14 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
 
 def format_fit_table(table: list[dict[str, Any]]) -> str:
     """Per-kind fit summary: samples, degree, model size, held-out and in-sample RMSPE."""
-    lines = [f"{'kind':16s} {'samples':>7s} {'deg':>3s} {'size':>4s} {'held-out RMSPE':>15s} {'in-sample':>9s} {'power':>7s}"]
+    lines = [f"{'kind':16s} {'samples':>7s} {'form':>13s} {'size':>4s} {'held-out RMSPE':>15s} {'in-sample':>9s} "
+             f"{'power':>7s}"]
     for row in table:
         power = "-" if row["power_heldout"] is None else f"{row['power_heldout']:.1f}%"
-        lines.append(f"{row['kind']:16s} {row['samples']:7d} {row['degree']:3d} {row['size']:4d} "
+        lines.append(f"{row['kind']:16s} {row['samples']:7d} {row['form']:>13s} {row['size']:4d} "
                      f"{row['heldout']:14.1f}% {row['insample']:8.1f}% {power:>7s}")
     weights = [row["samples"] for row in table]
     if weights:
         mean = math.fsum(r["heldout"] * r["samples"] for r in table) / sum(weights)
-        lines.append(f"{'all (weighted)':16s} {sum(weights):7d} {'':3s} {'':4s} {mean:14.1f}%")
+        lines.append(f"{'all (weighted)':16s} {sum(weights):7d} {'':13s} {'':4s} {mean:14.1f}%")
     return "\n".join(lines)

@@ -235,6 +235,7 @@ def walk(model: onnx.ModelProto) -> Graph:
                 raise NpowerError(f"tensor '{name}' has a zero or negative dimension {found.shape}")
         return found
 
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     nodes = []
     names: set[str] = set()
     for index, proto in enumerate(_topological(model.graph)):
@@ -244,16 +245,37 @@ def walk(model: onnx.ModelProto) -> Graph:
         names.add(name)
         inputs = [tensor(name) for name in proto.input]
         outputs = [tensor(name) for name in proto.output]
-        attrs = with_defaults(proto.op_type, {a.name: _attr_value(a) for a in proto.attribute})
+        attrs = with_defaults(proto.op_type, _attributes(proto, opset))
         if proto.op_type not in CONTROL_FLOW and inputs and inputs[0] is not None and inputs[0].known:
             weight = inputs[1].shape if len(inputs) > 1 and inputs[1] is not None else None
-            attrs = resolve_window(proto.op_type, attrs, inputs[0].shape, weight,
-                                   outputs[0].shape if outputs else None)
+            try:
+                attrs = resolve_window(proto.op_type, attrs, inputs[0].shape, weight,
+                                       outputs[0].shape if outputs else None)
+            except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+                raise NpowerError(f"invalid graph: node '{name}' ({proto.op_type}) has window attributes "
+                                  f"that do not fit its input ({exc})") from exc
         nodes.append(Node(name, proto.op_type, proto.domain,
                           inputs, [t for t in outputs if t is not None], attrs))
     inputs = [tensors[vi.name] for vi in _graph_inputs(model)]
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return Graph(model.graph.name, opset, nodes, inputs, unknown)
+
+
+def _attributes(proto: onnx.NodeProto, opset: int) -> dict[str, Any]:
+    """Attribute values, with their types checked against the operator's schema where known."""
+    try:
+        schema = onnx.defs.get_schema(proto.op_type, max(opset, 1), proto.domain or "")
+        expected = {name: int(a.type) for name, a in schema.attributes.items()}
+    except onnx.defs.SchemaError:
+        expected = {}
+    values = {}
+    for attr in proto.attribute:
+        if attr.name in expected and int(attr.type) != expected[attr.name]:
+            raise NpowerError(f"invalid graph: node '{proto.name or proto.op_type}' attribute '{attr.name}' "
+                              f"has type {onnx.AttributeProto.AttributeType.Name(attr.type)}")
+        if attr.type == onnx.AttributeProto.UNDEFINED:
+            raise NpowerError(f"invalid graph: node '{proto.name or proto.op_type}' attribute '{attr.name}' has no type")
+        values[attr.name] = _attr_value(attr)
+    return values
 
 
 def _attr_value(attr: onnx.AttributeProto) -> Any:

@@ -58,6 +58,15 @@ def _check_is_model(model: onnx.ModelProto) -> None:
         raise NpowerError("not a valid ONNX model (no IR version or no graph: is this an ONNX file?)")
     if len(model.graph.node) == 0:
         raise NpowerError("the ONNX graph has no nodes")
+    graph = model.graph
+    names = [vi.name for vi in list(graph.input) + list(graph.output) + list(graph.value_info)]
+    names += [init.name for init in graph.initializer]
+    for index, node in enumerate(graph.node):
+        texts = [node.op_type, node.name, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)]
+        if not all(isinstance(text, str) for text in texts):
+            raise NpowerError(f"not a valid ONNX model: node #{index} holds text that is not UTF-8 (corrupt file?)")
+    if not all(isinstance(name, str) for name in names):
+        raise NpowerError("not a valid ONNX model: a tensor name is not UTF-8 text (corrupt file?)")
 
 
 def strip_weights(model: onnx.ModelProto) -> None:

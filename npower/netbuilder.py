@@ -19,8 +19,9 @@ class NetBuilder:
     """Append layers one call at a time; each call returns the output tensor name."""
 
     def __init__(self, name: str, input_shape: tuple[int, ...], weights: bool = True, seed: int = 0,
-                 symbolic_batch: bool = False):
+                 symbolic_batch: bool = False, opset: int = OPSET):
         self.name = name
+        self.opset = opset
         self.weights = weights
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
@@ -188,5 +189,5 @@ class NetBuilder:
     def model(self, output: str) -> onnx.ModelProto:
         out = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
         graph = helper.make_graph(self.nodes, self.name, [self.input], [out], self.inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], ir_version=IR_VERSION,
                                  producer_name="npower.netbuilder")

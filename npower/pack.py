@@ -13,6 +13,8 @@ from .errors import NpowerError
 from .polynomial import SparsePolynomial
 
 SCHEMA_VERSION = 1
+# The safe loader (no Python objects), in libyaml's C implementation when PyYAML has it: 10x faster.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PACK_SUFFIXES = (".yaml", ".yml")
 
 
@@ -118,7 +120,7 @@ def load_pack(path: str | os.PathLike) -> Pack:
     except (OSError, UnicodeDecodeError) as exc:
         raise NpowerError(f"pack {target}: cannot read ({exc})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -129,8 +131,11 @@ def load_pack(path: str | os.PathLike) -> Pack:
 
 
 def builtin_profiles_dir() -> Path:
-    """The packs shipped with npower (package data)."""
-    return Path(str(resources.files("npower.gpu_profiles")))
+    """The packs shipped with npower: package data when installed, gpu_profiles/ in a source checkout."""
+    try:
+        return Path(str(resources.files("npower.gpu_profiles")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "gpu_profiles"
 
 
 def search_dirs(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:

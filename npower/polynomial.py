@@ -1,13 +1,16 @@
 """Sparse polynomial models over named features, evaluated with numpy only.
 
 A model is  value = intercept + sum_j coef_j * prod_v var_v ** power_jv,  where each variable is a
-named feature, either raw ("macs") or log-transformed ("log2(macs)", meaning log2(max(x, 1))).
+named feature, raw ("macs"), log-transformed ("log2(macs)", meaning log2(max(x, 1))) or a hinge
+on the log ("log2over22(total_bytes)", meaning max(0, log2(max(x, 1)) - 22): zero until the
+feature passes 2**22, which lets a model change slope where data spills out of a cache).
 With target "linear" the prediction is the value itself (the published NeuralPower form);
 with target "log2" it is 2 ** value, which makes a squared-error fit a relative-error fit.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -18,17 +21,22 @@ from .errors import NpowerError
 TARGETS = ("linear", "log2")
 
 
+_TRANSFORMED = re.compile(r"^log2(?:over(\d+))?\((\w+)\)$")
+
+
 def variable_values(variable: str, features: Mapping[str, Any]) -> np.ndarray:
-    """Values of one variable ("name" or "log2(name)") from a mapping of feature arrays."""
-    if variable.startswith("log2(") and variable.endswith(")"):
-        base = np.asarray(features[variable[5:-1]], dtype=float)
-        return np.log2(np.maximum(base, 1.0))
-    return np.asarray(features[variable], dtype=float)
+    """Values of one variable ("name", "log2(name)", "log2overK(name)") from feature arrays."""
+    match = _TRANSFORMED.match(variable)
+    if match is None:
+        return np.asarray(features[variable], dtype=float)
+    logs = np.log2(np.maximum(np.asarray(features[match.group(2)], dtype=float), 1.0))
+    return logs if match.group(1) is None else np.maximum(logs - int(match.group(1)), 0.0)
 
 
 def variable_feature(variable: str) -> str:
     """The feature a variable reads."""
-    return variable[5:-1] if variable.startswith("log2(") and variable.endswith(")") else variable
+    match = _TRANSFORMED.match(variable)
+    return variable if match is None else match.group(2)
 
 
 def design_matrix(term_powers: list[Mapping[str, int]], features: Mapping[str, Any]) -> np.ndarray:

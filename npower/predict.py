@@ -2,8 +2,10 @@
 
 Sources: "fitted" (the pack's model for the op kind), "fallback" (roofline from the pack's
 measured peak compute and bandwidth, flagged), "fused" (the runtime merges the node into
-another one), "free" (views, Identity, Dropout), "unknown" (no extractor, or control flow)
-and "unresolved" (shapes unknown). Only fitted and fallback layers cost time.
+another one at no cost), "free" (views, Identity, Dropout), "unknown" (no extractor, or
+control flow) and "unresolved" (shapes unknown). Only fitted and fallback layers cost time;
+a merged node whose work remains (a CPU FusedConv's activation pass) keeps its fitted cost
+and says which kernel it runs inside.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
 from .fusion import find_fusions
 from .graph import Graph, Node
@@ -43,13 +46,14 @@ def roofline_ms(flops: float, total_bytes: float, peak_gflops: float, bandwidth_
 
 
 def layer_bytes(layer: LayerFeatures) -> float:
-    specials = layer.specials
-    return specials.get("in_bytes", 0.0) + specials.get("weight_bytes", 0.0) + specials.get("out_bytes", 0.0)
+    """Bytes read and written: inputs (as stored, unpadded), weights and outputs."""
+    return layer.specials.get("total_bytes", 0.0)
 
 
 def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPrediction]:
     """Predict every node of the graph with the pack."""
-    fused = find_fusions(graph) if fusion else {}
+    provider = str(pack.runtime.get("execution_provider", "CPUExecutionProvider"))
+    fused = find_fusions(graph, provider) if fusion else {}
     layers = [_with_fusion(extract(node), fused.get(node.name)) for node in graph.nodes]
     rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(graph.nodes, layers)]
     by_kind: dict[str, list[int]] = {}
@@ -73,7 +77,9 @@ def _row(node: Node, layer: LayerFeatures, fusion) -> LayerPrediction:
     specials = layer.specials
     row = LayerPrediction(node.name, node.op_type, layer.kind, shape, specials.get("macs", 0.0),
                           specials.get("flops", 0.0), 0.0, None, "pending")
-    if fusion is not None and fusion.host is not None:
+    if fusion is not None and fusion.host is not None and fusion.costs:
+        row.note = f"runs inside {fusion.host}'s kernel"
+    elif fusion is not None and fusion.host is not None:
         row.source, row.note = "fused", f"fused into {fusion.host}"
     elif layer.kind == FREE:
         row.source = "free"
@@ -87,8 +93,12 @@ def _row(node: Node, layer: LayerFeatures, fusion) -> LayerPrediction:
 def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list[LayerPrediction]) -> None:
     models = pack.models.get(kind)
     if models is not None:
-        columns = {name: np.array([layer.values()[name] for layer in layers])
-                   for name in _needed(models)}
+        values = [layer.values() for layer in layers]
+        missing = [name for name in _needed(models) if name not in values[0]]
+        if missing:
+            raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "
+                              "this npower does not compute (pack made by another version?)")
+        columns = {name: np.array([v[name] for v in values]) for name in _needed(models)}
         runtimes = models.runtime.predict(columns)
         powers = models.power.predict(columns) if models.power is not None else None
         for index, row in enumerate(rows):

@@ -212,10 +212,11 @@ NETWORKS: dict[str, tuple[Callable[[NetBuilder], str], tuple[int, int, int]]] = 
 }
 
 
-def build(name: str, batch: int = 1, weights: bool = True, symbolic_batch: bool = False) -> onnx.ModelProto:
-    """Build a reference network as an ONNX model."""
+def build(name: str, batch: int = 1, weights: bool = True, symbolic_batch: bool = False,
+          opset: int = 17) -> onnx.ModelProto:
+    """Build a reference network as an ONNX model (opset 13-21; vit_small needs >= 17 for LayerNormalization)."""
     if name not in NETWORKS:
         raise NpowerError(f"unknown network '{name}'; known: {', '.join(NETWORKS)}")
     definition, chw = NETWORKS[name]
-    builder = NetBuilder(name, (batch, *chw), weights=weights, symbolic_batch=symbolic_batch)
+    builder = NetBuilder(name, (batch, *chw), weights=weights, symbolic_batch=symbolic_batch, opset=opset)
     return builder.model(definition(builder))

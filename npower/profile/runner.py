@@ -83,7 +83,8 @@ def estimate_seconds(layer: LayerFeatures, policy) -> float:
     return 0.03 + policy.warmup_runs * run + timed
 
 
-def dry_run(plan: list[Planned], policy, out=sys.stdout) -> None:
+def dry_run(plan: list[Planned], policy, out=None) -> None:
+    out = out or sys.stdout
     counts: dict[str, list[float]] = {}
     for item in plan:
         counts.setdefault(item.kind, []).append(estimate_seconds(item.layer, policy))

@@ -1,0 +1,257 @@
+"""`npower validate`: run whole networks on the pack's device and runtime, compare with predictions.
+
+Accuracy = 1 - |predicted - measured| / measured (the NeuralPower definition). Per layer, the
+prediction is compared with onnxruntime's own per-node profile inside the whole network.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import NpowerError
+from .graph import load_graph
+from .pack import Pack, find_pack
+from .predict import LayerPrediction, layer_bytes, predict, roofline_ms
+from .features import extract
+from .profile.backends import Measurement, TimingPolicy, make_backend, session_options
+
+PALEO_PPP_COMPUTE = 0.62
+PALEO_PPP_MEMORY = 0.72
+
+
+def accuracy(predicted: float, measured: float) -> float:
+    return 1.0 - abs(predicted - measured) / measured
+
+
+@dataclass
+class NetworkResult:
+    name: str
+    batch: int | None
+    measured_ms: float
+    predicted_ms: float
+    paleo_ms: float | None
+    measured_w: float | None = None
+    predicted_w: float | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy(self.predicted_ms, self.measured_ms)
+
+    @property
+    def paleo_accuracy(self) -> float | None:
+        return None if self.paleo_ms is None else accuracy(self.paleo_ms, self.measured_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(accuracy=self.accuracy, paleo_accuracy=self.paleo_accuracy)
+        if self.measured_w and self.predicted_w:
+            out["power_accuracy"] = accuracy(self.predicted_w, self.measured_w)
+            out["energy_accuracy"] = accuracy(self.predicted_w * self.predicted_ms, self.measured_w * self.measured_ms)
+        return out
+
+
+def load_network(spec: str, batch: int | None) -> tuple[str, onnx.ModelProto]:
+    """'zoo:NAME' builds a reference network; anything else is an ONNX file (weights loaded)."""
+    if spec.startswith("zoo:"):
+        from . import zoo
+        return f"{spec[4:]}@b{batch or 1}", zoo.build(spec[4:], batch=batch or 1)
+    if not os.path.exists(spec):
+        raise NpowerError(f"{spec}: no such file")
+    try:
+        model = onnx.load(spec)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for bad files
+        raise NpowerError(f"{spec}: cannot load ONNX model ({type(exc).__name__})") from exc
+    fill_missing_weights(model)
+    return os.path.basename(spec), model
+
+
+def fill_missing_weights(model: onnx.ModelProto, seed: int = 0) -> None:
+    """Give shape-only initializers He-scaled random values so the network can run."""
+    rng = np.random.default_rng(seed)
+    for index, init in enumerate(model.graph.initializer):
+        has_data = init.HasField("raw_data") or len(init.float_data) or len(init.int64_data) or \
+            len(init.int32_data) or len(init.double_data) or init.data_location == onnx.TensorProto.EXTERNAL
+        count = math.prod(init.dims)
+        if has_data or count == 0 or init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        fan_in = math.prod(init.dims[1:]) if len(init.dims) > 1 else 1
+        values = (rng.standard_normal(tuple(init.dims)) * math.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
+        model.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, init.name))
+
+
+def backend_for(pack: Pack, runs: int):
+    """A backend with the pack's execution provider, threads and optimisation level."""
+    runtime = pack.runtime
+    device = "cuda" if "CUDA" in str(runtime.get("execution_provider", "")) else "cpu"
+    policy = TimingPolicy(warmup_runs=3, min_runs=runs, min_seconds=0.5, max_seconds=90.0)
+    return make_backend(device, int(runtime.get("intra_op_threads", 1)), runtime.get("graph_optimization", "extended"),
+                        policy)
+
+
+def mismatch_warnings(pack: Pack, backend) -> list[str]:
+    """Differences between the pack's device/runtime and the one present."""
+    warnings = []
+    here_runtime, here_device = backend.runtime_info(), backend.device_info()
+    if str(pack.runtime.get("version")) != str(here_runtime.get("version")):
+        warnings.append(f"pack was measured with onnxruntime {pack.runtime.get('version')}, "
+                        f"this is {here_runtime.get('version')}")
+    if pack.device.get("name") != here_device.get("name"):
+        warnings.append(f"pack is for '{pack.device.get('name')}', this device is '{here_device.get('name')}'")
+    return warnings
+
+
+def paleo_ms(graph, pack: Pack) -> float | None:
+    """Paleo baseline: FLOPs/(peak*ppp_c) + bytes/(bandwidth*ppp_m) for every costed node, no fusion."""
+    if not pack.peak_gflops or not pack.bandwidth_gbs:
+        return None
+    total = 0.0
+    for node in graph.nodes:
+        layer = extract(node)
+        if layer.kind in ("free", "unknown", "unresolved"):
+            continue
+        total += roofline_ms(layer.specials.get("flops", 0.0), layer_bytes(layer),
+                             pack.peak_gflops * PALEO_PPP_COMPUTE, pack.bandwidth_gbs * PALEO_PPP_MEMORY)
+    return total
+
+
+def measure_network(backend, model: onnx.ModelProto) -> Measurement:
+    graph = load_graph(model)
+    feeds = {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+    return backend.measure(model.SerializeToString(), feeds)
+
+
+def profile_layers(backend, model: onnx.ModelProto, predicted: list[LayerPrediction], runs: int = 10) -> list[dict]:
+    """Per-node ms from onnxruntime's profiler inside the whole network, next to the prediction."""
+    ort = backend.ort
+    options = session_options(ort, backend.threads, backend.optimization)
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="npower-prof-"), "run")
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=[backend.provider])
+    graph = load_graph(model)
+    feeds = {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+    for _ in range(runs + 2):
+        sess.run(None, feeds)
+    with open(sess.end_profiling()) as handle:
+        events = json.load(handle)
+    per_node: dict[str, list[float]] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            per_node.setdefault(event["name"][: -len("_kernel_time")], []).append(event["dur"] / 1000.0)
+    rows = []
+    for layer in predicted:
+        times = per_node.get(layer.name)
+        measured = float(np.median(times[2:] if len(times) > 2 else times)) if times else 0.0
+        if layer.ms > 0 or measured > 0:
+            rows.append({"name": layer.name, "op_type": layer.op_type, "kind": layer.kind, "predicted_ms": layer.ms,
+                         "measured_ms": measured, "source": layer.source})
+    return rows
+
+
+def validate_network(spec: str, pack: Pack, backend, batch: int | None, fusion: bool, predictor: str,
+                     layers: bool) -> NetworkResult:
+    name, model = load_network(spec, batch)
+    graph = load_graph(model)
+    predicted = predict(graph, pack, fusion=fusion)
+    predicted_ms = sum(layer.ms for layer in predicted)
+    paleo = paleo_ms(graph, pack)
+    if predictor == "paleo":
+        if paleo is None:
+            raise NpowerError("the pack has no measured peak figures: Paleo baseline unavailable")
+        predicted_ms = paleo
+    measurement = measure_network(backend, model)
+    energy = sum(layer.mj or 0.0 for layer in predicted)
+    result = NetworkResult(name, graph.inputs[0].shape[0] if graph.inputs else batch, measurement.median_ms,
+                           predicted_ms, paleo, measurement.watts,
+                           energy / predicted_ms if pack.has_power and predicted_ms > 0 else None)
+    if layers:
+        result.layers = profile_layers(backend, model, predicted)
+    return result
+
+
+def format_results(results: list[NetworkResult]) -> str:
+    lines = [f"{'network':22s} {'measured ms':>12s} {'npower ms':>10s} {'acc':>7s} {'paleo ms':>10s} {'acc':>7s}"]
+    good = [r for r in results if r.error is None]
+    for r in results:
+        if r.error:
+            lines.append(f"{r.name:22s} FAILED: {r.error}")
+            continue
+        paleo = "-" if r.paleo_ms is None else f"{r.paleo_ms:10.2f} {r.paleo_accuracy:6.1%}"
+        lines.append(f"{r.name:22s} {r.measured_ms:12.2f} {r.predicted_ms:10.2f} {r.accuracy:6.1%} {paleo}")
+    if good:
+        mean = float(np.mean([r.accuracy for r in good]))
+        within = sum(abs(1 - r.accuracy) <= 0.10 for r in good)
+        lines.append(f"mean runtime accuracy: {mean:.2%}  within +/-10 %: {within}/{len(good)}")
+        paleos = [r.paleo_accuracy for r in good if r.paleo_accuracy is not None]
+        if paleos:
+            lines.append(f"Paleo mean accuracy: {np.mean(paleos):.2%}  within +/-10 %: "
+                         f"{sum(abs(1 - a) <= 0.10 for a in paleos)}/{len(paleos)}")
+    return "\n".join(lines)
+
+
+def format_layers(result: NetworkResult, top: int = 15) -> str:
+    rows = sorted(result.layers, key=lambda r: -max(r["measured_ms"], r["predicted_ms"]))[:top]
+    lines = [f"  {'layer':24s} {'op':18s} {'measured':>9s} {'predicted':>9s} {'error':>7s}"]
+    for row in rows:
+        error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"] if row["measured_ms"] else float("nan")
+        lines.append(f"  {row['name'][:24]:24s} {row['op_type'][:18]:18s} {row['measured_ms']:9.3f} "
+                     f"{row['predicted_ms']:9.3f} {error:+7.1%}")
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    pack = find_pack(args.gpu, args.profiles)
+    backend = backend_for(pack, args.runs)
+    for warning in mismatch_warnings(pack, backend):
+        print(f"warning: {warning}", file=sys.stderr)
+    results = []
+    for spec in args.models:
+        try:
+            result = validate_network(spec, pack, backend, args.batch, not args.no_fusion, args.predictor, args.layers)
+        except (NpowerError, RuntimeError, ValueError, MemoryError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"warning: {spec}: {message}; continuing", file=sys.stderr)
+            result = NetworkResult(spec, args.batch, math.nan, math.nan, None, error=message)
+        results.append(result)
+        if result.layers and args.format == "table":
+            print(f"{result.name}: largest layers, onnxruntime profile vs prediction")
+            print(format_layers(result))
+    good = [r for r in results if r.error is None]
+    if args.format == "json":
+        text = json.dumps({"schema_version": 1, "pack": pack.name, "results": [r.to_dict() for r in results]}, indent=2)
+    else:
+        text = format_results(results)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    if args.record and good and pack.path is not None:
+        record_validation(pack, good, backend)
+        print(f"recorded validation in {pack.path}", file=sys.stderr)
+    return 0 if good else 2
+
+
+def record_validation(pack: Pack, results: list[NetworkResult], backend) -> None:
+    """Write the validation figures into the pack's provenance and save it."""
+    pack.provenance["validation"] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "runtime": backend.runtime_info(),
+        "mean_runtime_accuracy": float(np.mean([r.accuracy for r in results])),
+        "within_10pct": f"{sum(abs(1 - r.accuracy) <= 0.10 for r in results)}/{len(results)}",
+        "networks": {r.name: {"measured_ms": round(r.measured_ms, 4), "predicted_ms": round(r.predicted_ms, 4),
+                              "accuracy": round(r.accuracy, 4),
+                              "paleo_ms": None if r.paleo_ms is None else round(r.paleo_ms, 4)} for r in results},
+    }
+    pack.save(pack.path)

@@ -1,0 +1,115 @@
+"""Feature values against hand-computed numbers."""
+from __future__ import annotations
+
+import pytest
+
+from npower import zoo
+from npower.features import extract
+from npower.graph import load_graph
+
+from conftest import single_node_model
+
+
+def features_of(model):
+    return extract(load_graph(model).nodes[0])
+
+
+def test_alexnet_every_costed_layer_matches_hand_computation():
+    graph = load_graph(zoo.build("alexnet", batch=1, weights=False))
+    got = [(n.op_type, extract(n)) for n in graph.nodes if n.op_type in ("Conv", "Gemm", "MaxPool")]
+    expected = [  # (op, output H/W or N, MACs) from the AlexNet paper's shapes with groups=2
+        ("Conv", 55, 55 * 55 * 96 * 11 * 11 * 3),
+        ("MaxPool", 27, 0),
+        ("Conv", 27, 27 * 27 * 256 * 5 * 5 * 48),
+        ("MaxPool", 13, 0),
+        ("Conv", 13, 13 * 13 * 384 * 3 * 3 * 256),
+        ("Conv", 13, 13 * 13 * 384 * 3 * 3 * 192),
+        ("Conv", 13, 13 * 13 * 256 * 3 * 3 * 192),
+        ("MaxPool", 6, 0),
+        ("Gemm", 4096, 9216 * 4096),
+        ("Gemm", 4096, 4096 * 4096),
+        ("Gemm", 1000, 4096 * 1000),
+    ]
+    assert [op for op, _ in got] == [op for op, _, _ in expected]
+    for (op, layer), (_, size, macs) in zip(got, expected):
+        if op == "Gemm":
+            assert layer.features["n"] == size
+        else:
+            assert layer.features["out_h"] == layer.features["out_w"] == size
+        assert layer.specials["macs"] == macs
+    conv2 = got[2][1]
+    assert conv2.features["groups"] == 2 and conv2.features["in_channels"] == 96
+    assert conv2.specials["weight_elems"] == 256 * 48 * 5 * 5 + 256
+    assert conv2.specials["in_bytes"] == 96 * 27 * 27 * 4
+
+
+@pytest.mark.parametrize("auto_pad,expected_pads", [("SAME_UPPER", (0, 1)), ("SAME_LOWER", (1, 0)), ("VALID", (0, 0))])
+def test_auto_pad_becomes_explicit_pads(auto_pad, expected_pads):
+    model = single_node_model("Conv", [("x", [1, 8, 11, 11])], {"auto_pad": auto_pad, "strides": [2, 2]},
+                              [("w", [4, 8, 2, 2])])
+    node = load_graph(model).nodes[0]
+    begin, end = expected_pads
+    assert node.attrs["pads"] == [begin, begin, end, end]
+    assert node.attrs["auto_pad"] == "NOTSET"
+    layer = extract(node)
+    assert layer.features["pad_h"] == begin + end
+    assert layer.features["out_h"] == (6 if auto_pad != "VALID" else 5)
+
+
+def test_depthwise_dilated_conv():
+    model = single_node_model("Conv", [("x", [2, 32, 56, 56])], {"group": 32, "dilations": [2, 2], "pads": [2, 2, 2, 2]},
+                              [("w", [32, 1, 3, 3])])
+    layer = features_of(model)
+    assert layer.features["groups"] == 32 and layer.features["dilation_h"] == 2
+    assert layer.features["out_h"] == 56
+    assert layer.specials["macs"] == 2 * 56 * 56 * 32 * 9
+
+
+def test_conv1d_and_conv3d():
+    conv1d = features_of(single_node_model("Conv", [("x", [1, 16, 100])], {}, [("w", [32, 16, 5])]))
+    assert conv1d.features["out_w"] == 96 and conv1d.features["out_h"] == 1
+    assert conv1d.specials["macs"] == 96 * 32 * 16 * 5
+    conv3d = features_of(single_node_model("Conv", [("x", [1, 4, 8, 16, 16])], {"pads": [1] * 6}, [("w", [8, 4, 3, 3, 3])]))
+    assert (conv3d.features["out_d"], conv3d.features["kernel_d"]) == (8, 3)
+    assert conv3d.specials["macs"] == 8 * 16 * 16 * 8 * 4 * 27
+
+
+def test_conv_transpose():
+    layer = features_of(single_node_model("ConvTranspose", [("x", [1, 64, 14, 14])], {"strides": [2, 2]},
+                                          [("w", [64, 32, 2, 2])]))
+    assert layer.kind == "conv_transpose" and layer.features["out_h"] == 28
+    assert layer.specials["macs"] == 14 * 14 * 64 * 32 * 4
+
+
+def test_gemm_transposes_and_batched_matmul():
+    gemm = features_of(single_node_model("Gemm", [("a", [512, 8])], {"transA": 1, "transB": 1}, [("b", [100, 512])]))
+    assert (gemm.features["m"], gemm.features["k"], gemm.features["n"]) == (8, 512, 100)
+    attention = features_of(single_node_model("MatMul", [("q", [2, 12, 197, 64]), ("k", [2, 12, 64, 197])]))
+    assert attention.kind == "matmul"
+    assert attention.features["batch"] == 24
+    assert attention.specials["macs"] == 24 * 197 * 64 * 197
+
+
+def test_pool_ceil_mode_and_global_pool():
+    pool = features_of(single_node_model("MaxPool", [("x", [1, 96, 55, 55])],
+                                         {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}))
+    assert pool.features["out_h"] == 27
+    pool = features_of(single_node_model("MaxPool", [("x", [1, 8, 6, 6])],
+                                         {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}))
+    assert pool.features["out_h"] == 3  # floor would give 2
+    gap = features_of(single_node_model("GlobalAveragePool", [("x", [4, 2048, 7, 7])]))
+    assert gap.kind == "global_avgpool" and gap.features["spatial"] == 49
+
+
+def test_elementwise_broadcast_and_free_views():
+    add = features_of(single_node_model("Add", [("a", [8, 64, 28, 28]), ("b", [8, 64, 1, 1])]))
+    assert add.kind == "add" and add.features["broadcast"] == 1 and add.features["elements"] == 8 * 64 * 28 * 28
+    flat = features_of(single_node_model("Flatten", [("a", [8, 64, 2, 2])], {"axis": 1}))
+    assert flat.kind == "free"
+    softmax = features_of(single_node_model("Softmax", [("a", [2, 6, 197, 197])], {"axis": -1}))
+    assert (softmax.features["outer"], softmax.features["axis_len"], softmax.features["inner"]) == (2 * 6 * 197, 197, 1)
+
+
+def test_unknown_op_is_listed_not_fatal():
+    layer = features_of(single_node_model("MyCustomOp", [("a", [1, 2])]))
+    assert layer.kind == "unknown"

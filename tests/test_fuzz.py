@@ -1,0 +1,72 @@
+"""Fuzzing the loader, walker and pack reader: no input may crash them (NpowerError only)."""
+from __future__ import annotations
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from npower import NpowerError, zoo
+from npower.features import extract
+from npower.graph import load_graph
+from npower.pack import pack_from_dict
+
+from conftest import linear_pack
+
+VALID = zoo.build("squeezenet", weights=False).SerializeToString()
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def walk_all(data: bytes) -> None:
+    try:
+        graph = load_graph(data)
+    except NpowerError:
+        return
+    for node in graph.nodes:
+        extract(node)
+
+
+@FAST
+@given(st.binary(max_size=2000))
+def test_random_bytes(data):
+    walk_all(data)
+
+
+@FAST
+@given(st.integers(min_value=0, max_value=len(VALID)))
+def test_truncated_model(cut):
+    walk_all(VALID[:cut])
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_corrupted_bytes(flips):
+    data = bytearray(VALID)
+    for position, value in flips:
+        data[position] = value
+    walk_all(bytes(data))
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@FAST
+@given(yaml_values)
+def test_random_pack_documents(document):
+    try:
+        pack_from_dict(document)
+    except NpowerError:
+        pass
+
+
+@FAST
+@given(st.sampled_from(["models", "device", "runtime", "name", "schema_version"]), yaml_values)
+def test_pack_with_one_field_replaced(field, value):
+    data = linear_pack().to_dict()
+    data[field] = value
+    try:
+        pack_from_dict(yaml.safe_load(yaml.safe_dump(data)))
+    except NpowerError:
+        pass

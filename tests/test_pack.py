@@ -1,0 +1,78 @@
+"""Sparse polynomials and packs: evaluation, exact round trip, validation naming the bad field."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from npower import NpowerError
+from npower.pack import find_pack, load_pack, pack_from_dict
+from npower.polynomial import SparsePolynomial
+
+from conftest import linear_pack
+
+
+def test_polynomial_evaluates_published_and_log_forms():
+    published = SparsePolynomial("linear", "ms", 0.5, [(2.0, {"batch": 1, "macs": 1}), (0.25, {"log2(macs)": 2})])
+    value = published.predict({"batch": 4.0, "macs": 8.0})
+    assert value == pytest.approx(0.5 + 2.0 * 4 * 8 + 0.25 * 9)
+    log_model = SparsePolynomial("log2", "ms", -3.0, [(1.0, {"log2(macs)": 1})])
+    assert log_model.predict({"macs": np.array([8.0, 1024.0])}) == pytest.approx([1.0, 128.0])
+    assert log_model.features == ["macs"]
+
+
+def test_pack_round_trip_is_exact(tmp_path):
+    pack = linear_pack()
+    pack.models["conv"].runtime.terms.append((0.1 + 0.2, {"log2(batch)": 2, "macs": 1}))
+    pack.models["conv"].runtime.intercept = 1 / 3
+    path = pack.save(tmp_path / "p.yaml")
+    loaded = load_pack(path)
+    assert loaded.to_dict() == pack.to_dict()
+    assert loaded.models["conv"].runtime.terms[-1][0] == 0.1 + 0.2
+    assert load_pack(loaded.save(tmp_path / "q.yaml")).to_dict() == pack.to_dict()
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.pop("models"), "missing field 'models'"),
+    (lambda d: d.update(schema_version=99), "schema_version"),
+    (lambda d: d["models"]["conv"]["runtime"].update(target="cubic"), r"models.conv.runtime.target"),
+    (lambda d: d["models"]["conv"]["runtime"]["terms"][0].update(coef="x"), r"models.conv.runtime.terms\[0\].coef"),
+    (lambda d: d["models"]["conv"]["runtime"]["terms"][0]["powers"].update(macs=-1), "exponent"),
+    (lambda d: d["device"].update(peak_gflops=-5), "device.peak_gflops"),
+])
+def test_invalid_pack_names_the_field(mutate, message):
+    data = linear_pack().to_dict()
+    mutate(data)
+    with pytest.raises(NpowerError, match=message):
+        pack_from_dict(data)
+
+
+def test_invalid_yaml_and_unknown_pack(tmp_path, pack_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(NpowerError, match="invalid YAML at line"):
+        load_pack(bad)
+    with pytest.raises(NpowerError, match="available packs: .*testpack"):
+        find_pack("nosuchdevice", [pack_dir])
+    assert find_pack("testp", [pack_dir]).name == "testpack"
+
+
+def test_safe_load_only(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("!!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(NpowerError, match="invalid YAML"):
+        load_pack(evil)
+
+
+def test_environment_folder_is_searched(tmp_path, pack_dir, monkeypatch):
+    monkeypatch.setenv("NPOWER_PROFILES", str(pack_dir))
+    assert find_pack("testpack").device["name"] == "Test Device"
+    assert yaml.safe_load((pack_dir / "testpack.yaml").read_text())["name"] == "testpack"
+
+
+def test_pack_using_an_unknown_feature_is_a_clear_error():
+    from npower import analyze, zoo
+    pack = linear_pack()
+    pack.models["conv"].runtime.terms = [(1.0, {"log2(flux_capacity)": 1})]
+    with pytest.raises(NpowerError, match="feature\\(s\\) flux_capacity"):
+        analyze(zoo.build("alexnet", weights=False), gpu=pack)
