@@ -121,10 +121,18 @@ def _conv(node: Node) -> LayerFeatures:
     window = _window(node, x[2:], y[2:])
     macs = x[0] * _prod(y[2:]) * w[0] * _prod(w[2:]) * w[1]
     pointwise = _prod(w[2:]) == 1
+    direct = pointwise and all(s == 1 for s in node.attrs["strides"]) and not any(node.attrs["pads"])
+    depthwise = groups > 1 and groups == x[1]
     features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window,
-                "depthwise": int(groups > 1 and groups == x[1]), "pointwise": int(pointwise),
-                **_conv_as_gemm(x, w, y, groups, pointwise and all(s == 1 for s in node.attrs["strides"]))}
-    return LayerFeatures("conv", _floats(features), _specials(node, macs))
+                "depthwise": int(depthwise), "pointwise": int(pointwise), **_conv_as_gemm(x, w, y, groups, direct)}
+    return LayerFeatures(_conv_kind(direct and groups == 1, depthwise), _floats(features), _specials(node, macs))
+
+
+def _conv_kind(direct_gemm: bool, depthwise: bool) -> str:
+    """CPU runtimes run convolutions with different algorithms, each with its own cost model:
+    1x1/stride 1/no pad as one GEMM per image (conv_1x1), depthwise with their own kernels
+    (conv_dw), everything else through im2col + GEMM (conv)."""
+    return "conv_1x1" if direct_gemm else "conv_dw" if depthwise else "conv"
 
 
 def _conv_as_gemm(x: tuple, w: tuple, y: tuple, groups: int, direct: bool) -> dict[str, float]:

@@ -22,15 +22,18 @@ from . import __version__
 from .errors import NpowerError
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix
-from .profile.store import iter_kind, read_samples
+from .profile.store import read_samples
 
 MIN_SAMPLES = 8
 MAX_TERMS = 600
 # Kinds with many features: the variables the polynomial may combine (others: all that vary).
+_CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
+                  "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
+                  "total_bytes", "weight_traffic"]
 FIT_FEATURES = {
-    "conv": ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h", "stride_h",
-             "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems", "total_bytes",
-             "weight_traffic"],
+    "conv": _CONV_FEATURES,
+    "conv_1x1": _CONV_FEATURES,
+    "conv_dw": _CONV_FEATURES,
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -200,18 +203,18 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
     return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info)
 
 
-def current_features(row: dict[str, Any]) -> dict[str, float]:
-    """A sample's features from its config with today's extractors (stored ones if it no longer builds)."""
-    from .features import extract
+def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    """A sample's op kind and features from its config with today's extractors (stored ones if it no longer builds)."""
+    from .features import FREE, UNKNOWN, UNRESOLVED, extract
     from .graph import load_graph
     from .profile.build import build_model
     try:
         layer = extract(load_graph(build_model(row["config"])).nodes[0])
-        if layer.kind == row["kind"]:
-            return layer.values()
+        if layer.kind not in (FREE, UNKNOWN, UNRESOLVED):
+            return layer.kind, layer.values()
     except (NpowerError, KeyError, TypeError, ValueError):
         pass
-    return {**row["features"], **row["specials"]}
+    return row["kind"], {**row["features"], **row["specials"]}
 
 
 def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
@@ -222,16 +225,20 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
         print(f"warning: {samples_path}:{number}: skipped corrupt row ({reason})", file=log)
     if not data.header:
         raise NpowerError(f"{samples_path}: no header row (not written by `npower profile`?)")
-    kinds = sorted({row["kind"] for row in data.samples})
+    by_kind: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {}
+    for row in data.samples:
+        if not row.get("error"):
+            kind, values = current_layer(row)
+            by_kind.setdefault(kind, []).append((row, values))
     models: dict[str, KindModels] = {}
     table, counts, ranges = [], {}, {}
-    for kind in kinds:
-        good = list(iter_kind(data.samples, kind))
+    for kind in sorted(by_kind):
+        good = [row for row, _ in by_kind[kind]]
+        rows = [values for _, values in by_kind[kind]]
         counts[kind] = len(good)
         if len(good) < MIN_SAMPLES:
             print(f"warning: {kind}: only {len(good)} good samples, not fitted", file=log)
             continue
-        rows = [current_features(row) for row in good]
         runtime = fit_target(kind, rows, np.array([row["median_ms"] for row in good]), True, "ms",
                              folds, max_degree, seed)
         power = None
@@ -239,8 +246,7 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
         if all(w is not None and w > 0 for w in watts):
             power = fit_target(kind, rows, np.array(watts, dtype=float), False, "W", folds, min(2, max_degree), seed)
         models[kind] = KindModels(runtime, power)
-        ranges[kind] = {f: [min(r["features"][f] for r in good), max(r["features"][f] for r in good)]
-                        for f in good[0]["features"]}
+        ranges[kind] = {f: [min(r[f] for r in rows), max(r[f] for r in rows)] for f in rows[0]}
         table.append({"kind": kind, "samples": len(good), "form": runtime.fit["form"],
                       "size": runtime.fit["model_size"], "heldout": runtime.fit["heldout_rmspe_pct"],
                       "insample": runtime.fit["insample_rmspe_pct"],

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import NpowerError
 
@@ -96,7 +96,3 @@ class SampleWriter:
     def __exit__(self, *_exc) -> None:
         self.close()
 
-
-def iter_kind(samples: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
-    """Good (error-free) samples of one kind."""
-    return (row for row in samples if row["kind"] == kind and not row.get("error"))
