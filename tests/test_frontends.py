@@ -1,7 +1,6 @@
 """Frontend plugins; PyTorch and Keras conversions; the same architecture gives the same features."""
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 

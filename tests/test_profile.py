@@ -1,7 +1,6 @@
 """Profiler and fitter: a tiny real sweep end to end, resume, corrupt rows, CUDA refusals."""
 from __future__ import annotations
 
-import json
 import types
 
 import numpy as np

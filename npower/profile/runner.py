@@ -5,6 +5,7 @@ import datetime as dt
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -163,7 +164,6 @@ def run_profile(out_path: str, backend, plan: list[Planned], seed: int, progress
 
 
 def _exists(path: str) -> bool:
-    from pathlib import Path
     return Path(path).exists() and Path(path).stat().st_size > 0
 
 
@@ -175,8 +175,8 @@ def _measure(backend, item: Planned, seed: int) -> dict[str, Any]:
         measurement = backend.measure(model, make_feeds(item.config, seed))
         row.update(measurement.to_dict())
     except NpowerError:
-        raise
-    except (MemoryError, RuntimeError, ValueError, Exception) as exc:  # noqa: BLE001 - recorded, sweep goes on
+        raise  # the backend refused (e.g. CUDA fell back to CPU): stop, nothing measured is wrong
+    except Exception as exc:  # noqa: BLE001 - OOM, unsupported config...: recorded in the row, the sweep goes on
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
     if not np.isfinite(row.get("median_ms", 0.0)):
         row["error"] = "non-finite timing"
