@@ -46,7 +46,7 @@ def main() -> None:
             fused = sum(layer.ms for layer in predict(graph, pack, fusion=True))
             plain = sum(layer.ms for layer in predict(graph, pack, fusion=False))
             paleo = paleo_ms(graph, pack)
-            measured = measure_network(backend, model).median_ms
+            measured = measure_network(backend, model, graph).median_ms
             row = {"npower": accuracy(fused, measured), "nofusion": accuracy(plain, measured),
                    "paleo": accuracy(paleo, measured)}
             for key, value in row.items():

@@ -170,7 +170,8 @@ def _matmul(node: Node) -> LayerFeatures:
     k = a[-1]
     m = a[-2] if len(a) > 1 else 1
     n = b[-1] if len(b) > 1 else 1
-    batch = _prod(y[:-2]) if len(a) > 1 and len(b) > 1 else _prod(y[:-1]) if len(b) == 1 and len(a) > 2 else 1
+    matrix_dims = (len(a) > 1) + (len(b) > 1)  # a 1-D operand contributes no dimension to the output
+    batch = _prod(y[:len(y) - matrix_dims])
     features = {"batch": batch, "m": m, "k": k, "n": n, "b_is_weight": int(node.inputs[1].is_weight)}
     return LayerFeatures("matmul", _floats(features), _specials(node, batch * m * k * n))
 

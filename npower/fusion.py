@@ -70,8 +70,7 @@ def _group_end(ctx: _Context, node: Node, host_types: set[str]) -> Node | None:
 
 
 def _has_const_input(node: Node) -> bool:
-    return any(t is not None and t.is_weight for t in node.inputs[1:]) or \
-        any(t is not None and t.is_weight for t in node.inputs[:1])
+    return any(t is not None and t.is_weight for t in node.inputs)
 
 
 def _conv_affine(ctx: _Context, node: Node) -> None:

@@ -230,9 +230,10 @@ def walk(model: onnx.ModelProto) -> Graph:
             tensors[name] = found
         if not found.known and name not in unknown:
             unknown.append(name)
-        if found.shape is not None and any(isinstance(d, int) and d <= 0 for d in found.shape):
-            if found.elements != 0 or not found.is_weight:
-                raise NpowerError(f"tensor '{name}' has a zero or negative dimension {found.shape}")
+        bad_dims = found.shape is not None and any(isinstance(d, int) and d <= 0 for d in found.shape)
+        empty_constant = found.is_weight and found.known and found.elements == 0  # e.g. Resize's unused roi
+        if bad_dims and not empty_constant:
+            raise NpowerError(f"tensor '{name}' has a zero or negative dimension {found.shape}")
         return found
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

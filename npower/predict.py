@@ -99,13 +99,14 @@ def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list
             raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "
                               "this npower does not compute (pack made by another version?)")
         columns = {name: np.array([v[name] for v in values]) for name in _needed(models)}
-        runtimes = models.runtime.predict(columns)
-        powers = models.power.predict(columns) if models.power is not None else None
+        shape = (len(rows),)  # an intercept-only model predicts one scalar for all
+        runtimes = np.broadcast_to(models.runtime.predict(columns), shape)
+        powers = np.broadcast_to(models.power.predict(columns), shape) if models.power is not None else None
         for index, row in enumerate(rows):
-            row.ms = float(np.atleast_1d(runtimes)[index] if np.ndim(runtimes) else runtimes)
+            row.ms = float(runtimes[index])
             row.source = "fitted"
             if powers is not None:
-                row.watts = float(np.atleast_1d(powers)[index] if np.ndim(powers) else powers)
+                row.watts = float(powers[index])
         return
     peak, bandwidth = pack.peak_gflops, pack.bandwidth_gbs
     for layer, row in zip(layers, rows):

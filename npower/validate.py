@@ -127,21 +127,24 @@ def paleo_ms(graph, pack: Pack) -> float | None:
     return total
 
 
-def measure_network(backend, model: onnx.ModelProto) -> Measurement:
-    graph = load_graph(model)
-    feeds = {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
-    return backend.measure(model.SerializeToString(), feeds)
+def random_feeds(graph) -> dict[str, np.ndarray]:
+    """Non-zero float32 values for the network's inputs."""
+    return {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
 
 
-def profile_layers(backend, model: onnx.ModelProto, predicted: list[LayerPrediction], runs: int = 10) -> list[dict]:
+def measure_network(backend, model: onnx.ModelProto, graph) -> Measurement:
+    return backend.measure(model.SerializeToString(), random_feeds(graph))
+
+
+def profile_layers(backend, model: onnx.ModelProto, graph, predicted: list[LayerPrediction],
+                   runs: int = 10) -> list[dict]:
     """Per-node ms from onnxruntime's profiler inside the whole network, next to the prediction."""
     ort = backend.ort
     options = session_options(ort, backend.threads, backend.optimization)
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="npower-prof-"), "run")
     sess = ort.InferenceSession(model.SerializeToString(), options, providers=[backend.provider])
-    graph = load_graph(model)
-    feeds = {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+    feeds = random_feeds(graph)
     for _ in range(runs + 2):
         sess.run(None, feeds)
     with open(sess.end_profiling()) as handle:
@@ -171,13 +174,13 @@ def validate_network(spec: str, pack: Pack, backend, batch: int | None, fusion: 
         if paleo is None:
             raise NpowerError("the pack has no measured peak figures: Paleo baseline unavailable")
         predicted_ms = paleo
-    measurement = measure_network(backend, model)
+    measurement = measure_network(backend, model, graph)
     energy = sum(layer.mj or 0.0 for layer in predicted)
     result = NetworkResult(name, graph.inputs[0].shape[0] if graph.inputs else batch, measurement.median_ms,
                            predicted_ms, paleo, measurement.watts,
                            energy / predicted_ms if pack.has_power and predicted_ms > 0 else None)
     if layers:
-        result.layers = profile_layers(backend, model, predicted)
+        result.layers = profile_layers(backend, model, graph, predicted)
     return result
 
 
