@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .frontend import to_onnx
-from .graph import load_graph
+from .graph import Graph, load_graph
 from .pack import Pack, find_pack
 from .predict import predict
 from .report import Report
@@ -28,14 +28,17 @@ def analyze(model: Any, gpu: str | Pack, batch: int | None = None,
     pack = resolve_pack(gpu, profiles)
     onnx_model = to_onnx(model, batch=batch, input_shapes=input_shapes, frontend=frontend)
     graph = load_graph(onnx_model, batch=batch, input_shapes=input_shapes if onnx_model is model else None)
-    layers = predict(graph, pack, fusion=fusion)
     name = Path(model).name if isinstance(model, (str, os.PathLike)) else (graph.name or "model")
-    runtime = pack.runtime
-    runtime_label = f"{runtime.get('name', '?')} {runtime.get('version', '')} {runtime.get('execution_provider', '')}".strip()
+    return report_for(graph, pack, name, fusion, batch)
+
+
+def report_for(graph: Graph, pack: Pack, name: str, fusion: bool = True, batch: int | None = None) -> Report:
+    """The Report of a loaded (batch-bound, shape-inferred) graph on a pack."""
+    layers = predict(graph, pack, fusion=fusion)
     warnings = []
     if graph.unknown_tensors:
         shown = ", ".join(graph.unknown_tensors[:5])
         more = f" and {len(graph.unknown_tensors) - 5} more" if len(graph.unknown_tensors) > 5 else ""
         warnings.append(f"shape inference left {len(graph.unknown_tensors)} tensor(s) unknown: {shown}{more}")
     batch_used = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else batch
-    return Report(name, pack.name, pack.device.get("name", "?"), runtime_label, layers, batch_used, warnings)
+    return Report(name, pack.name, pack.device.get("name", "?"), pack.runtime.label, layers, batch_used, warnings)

@@ -79,9 +79,7 @@ def cmd_packs(args: argparse.Namespace) -> int:
         samples = provenance.get("samples_total", "?")
         validation = provenance.get("validation", {}).get("mean_runtime_accuracy")
         accuracy = f"{validation:.1%} network runtime accuracy" if isinstance(validation, float) else "not validated"
-        runtime = pack.runtime
-        print(f"{name}: {pack.device.get('name')} | {runtime.get('name')} {runtime.get('version')} "
-              f"{runtime.get('execution_provider')} x{runtime.get('intra_op_threads')} {runtime.get('precision')} | "
+        print(f"{name}: {pack.device.get('name')} | {pack.runtime.label} | "
               f"{len(pack.models)} op kinds, {samples} samples, power: {'yes' if pack.has_power else 'no'} | "
               f"{accuracy} | {path}")
     return 0

@@ -11,6 +11,7 @@ import yaml
 
 from .errors import NpowerError
 from .polynomial import SparsePolynomial
+from .runtimes import Runtime
 
 SCHEMA_VERSION = 1
 # The safe loader (no Python objects), in libyaml's C implementation when PyYAML has it: 10x faster.
@@ -32,11 +33,15 @@ class Pack:
 
     name: str
     device: dict[str, Any]
-    runtime: dict[str, Any]
+    runtime: Runtime
     models: dict[str, KindModels]
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.runtime, Runtime):
+            self.runtime = Runtime.from_dict(self.runtime, f"pack {self.name}")
 
     @property
     def has_power(self) -> bool:
@@ -58,7 +63,7 @@ class Pack:
                 entry["power"] = kind_models.power.to_dict()
             models[kind] = entry
         return {"schema_version": self.schema_version, "name": self.name, "device": self.device,
-                "runtime": self.runtime, "provenance": self.provenance, "models": models}
+                "runtime": self.runtime.to_dict(), "provenance": self.provenance, "models": models}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the pack as YAML; raise NpowerError if the folder is not writable."""
@@ -107,7 +112,7 @@ def pack_from_dict(data: Any, source: str = "pack") -> Pack:
     provenance = data.get("provenance") or {}
     if not isinstance(provenance, dict):
         raise NpowerError(f"{source}: field 'provenance' must be a mapping")
-    return Pack(data["name"], data["device"], data["runtime"], models, provenance)
+    return Pack(data["name"], data["device"], Runtime.from_dict(data["runtime"], source), models, provenance)
 
 
 def load_pack(path: str | os.PathLike) -> Pack:

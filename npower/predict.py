@@ -15,9 +15,9 @@ import numpy as np
 
 from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
-from .fusion import find_fusions
 from .graph import Graph, Node
 from .pack import Pack
+from .runtimes import Fusion
 
 
 @dataclass
@@ -52,9 +52,8 @@ def layer_bytes(layer: LayerFeatures) -> float:
 
 def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPrediction]:
     """Predict every node of the graph with the pack."""
-    provider = str(pack.runtime.get("execution_provider", "CPUExecutionProvider"))
-    fused = find_fusions(graph, provider) if fusion else {}
-    layers = [_with_fusion(extract(node), fused.get(node.name)) for node in graph.nodes]
+    fused = pack.runtime.rules.kernels(graph) if fusion else {}
+    layers = [_kernel_features(node, fused.get(node.name)) for node in graph.nodes]
     rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(graph.nodes, layers)]
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
@@ -66,21 +65,26 @@ def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPredicti
     return rows
 
 
-def _with_fusion(layer: LayerFeatures, fusion) -> LayerFeatures:
-    if fusion is not None and fusion.kind and layer.kind not in (UNKNOWN, UNRESOLVED):
-        return LayerFeatures(fusion.kind, layer.features, layer.specials)
-    return layer
+def _kernel_features(node: Node, fusion: Fusion | None) -> LayerFeatures:
+    """Features of the kernel the runtime runs for node: a fused host is costed as the synthesized kernel."""
+    if fusion is not None and fusion.kernel is not None:
+        return extract(fusion.kernel)
+    return extract(node)
 
 
-def _row(node: Node, layer: LayerFeatures, fusion) -> LayerPrediction:
+def _row(node: Node, layer: LayerFeatures, fusion: Fusion | None) -> LayerPrediction:
     shape = node.outputs[0].shape if node.outputs else None
     specials = layer.specials
     row = LayerPrediction(node.name, node.op_type, layer.kind, shape, specials.get("macs", 0.0),
                           specials.get("flops", 0.0), 0.0, None, "pending")
     if fusion is not None and fusion.host is not None and fusion.costs:
         row.note = f"runs inside {fusion.host}'s kernel"
+    elif fusion is not None and fusion.kernel is not None:
+        row.note = f"runs as {fusion.kernel.op_type}"
     elif fusion is not None and fusion.host is not None:
         row.source, row.note = "fused", f"fused into {fusion.host}"
+    elif fusion is not None and fusion.free:
+        row.source, row.note = "free", fusion.why
     elif layer.kind == FREE:
         row.source = "free"
     elif layer.kind == UNKNOWN:

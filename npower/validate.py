@@ -95,18 +95,16 @@ def fill_missing_weights(model: onnx.ModelProto, seed: int = 0) -> None:
 def backend_for(pack: Pack, runs: int):
     """A backend with the pack's execution provider, threads and optimisation level."""
     runtime = pack.runtime
-    device = "cuda" if "CUDA" in str(runtime.get("execution_provider", "")) else "cpu"
     policy = TimingPolicy(warmup_runs=3, min_runs=runs, min_seconds=0.5, max_seconds=90.0)
-    return make_backend(device, int(runtime.get("intra_op_threads", 1)), runtime.get("graph_optimization", "extended"),
-                        policy)
+    return make_backend(runtime.device, runtime.threads or 1, runtime.optimization, policy)
 
 
 def mismatch_warnings(pack: Pack, backend) -> list[str]:
     """Differences between the pack's device/runtime and the one present."""
     warnings = []
     here_runtime, here_device = backend.runtime_info(), backend.device_info()
-    if str(pack.runtime.get("version")) != str(here_runtime.get("version")):
-        warnings.append(f"pack was measured with onnxruntime {pack.runtime.get('version')}, "
+    if pack.runtime.version != str(here_runtime.get("version")):
+        warnings.append(f"pack was measured with onnxruntime {pack.runtime.version}, "
                         f"this is {here_runtime.get('version')}")
     if pack.device.get("name") != here_device.get("name"):
         warnings.append(f"pack is for '{pack.device.get('name')}', this device is '{here_device.get('name')}'")

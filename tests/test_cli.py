@@ -1,6 +1,8 @@
 """End-to-end `npower analyze` with a pack the test writes: totals follow T=sum T_i, E=sum P_i T_i."""
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 import io
 import json
@@ -40,7 +42,7 @@ def test_fusion_removes_folded_layers_from_the_cost():
     assert len(inside) == 9 and all(l.kind == "relu" and l.ms > 0 for l in inside)  # CPU FusedConv's pass
     assert fused.runtime_ms < plain.runtime_ms
     cuda = linear_pack()
-    cuda.runtime["execution_provider"] = "CUDAExecutionProvider"
+    cuda.runtime = dataclasses.replace(cuda.runtime, device="cuda", provider="CUDAExecutionProvider")
     on_gpu = analyze(zoo.build("resnet18", weights=False), gpu=cuda)
     assert sum(l.source == "fused" for l in on_gpu.layers) == 29  # activation is a free epilogue on CUDA
 

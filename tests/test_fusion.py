@@ -8,11 +8,12 @@ import pytest
 
 from npower import zoo
 from npower.features import extract
-from npower.fusion import find_fusions
+from npower.runtimes import RULE_SETS
 from npower.graph import load_graph
 
 ort = pytest.importorskip("onnxruntime")
 
+CPU_EXTENDED = RULE_SETS[("onnxruntime", "cpu", "extended")]
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Constant"}
 
 
@@ -29,15 +30,19 @@ def executed_kernels(model, tmp_path) -> int:
 def test_costed_nodes_match_onnxruntime_kernels(name, tmp_path):
     model = zoo.build(name, weights=True)
     graph = load_graph(model)
-    fused = find_fusions(graph)
+    fused = CPU_EXTENDED.kernels(graph)
     costed = [n for n in graph.nodes if extract(n).kind != "free" and fused.get(n.name, None) is None
-              or (fused.get(n.name) is not None and fused[n.name].host is None)]  # kernels, not passes inside them
+              or (fused.get(n.name) is not None and fused[n.name].host is None
+                  and not fused[n.name].free)]  # kernels, not passes inside them
     assert len(costed) == executed_kernels(model, tmp_path)
+
+
+def _kernel_ops(graph) -> collections.Counter:
+    return collections.Counter(f.kernel.op_type for f in CPU_EXTENDED.kernels(graph).values() if f.kernel is not None)
 
 
 def test_fusion_kinds():
     graph = load_graph(zoo.build("efficientnet_b0", weights=False))
-    kinds = collections.Counter(f.kind for f in find_fusions(graph).values() if f.kind)
-    assert kinds["quickgelu"] == 49
+    assert _kernel_ops(graph)["QuickGelu"] == 49
     vit = load_graph(zoo.build("vit_small", weights=False))
-    assert collections.Counter(f.kind for f in find_fusions(vit).values() if f.kind)["gelu"] == 6
+    assert _kernel_ops(vit)["Gelu"] == 6

@@ -1,6 +1,8 @@
 """`npower validate`: whole-network measurement vs prediction; failures and mismatches do not stop it."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import onnx
@@ -18,7 +20,7 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture
 def cpu_pack(tmp_path):
     pack = linear_pack("cpu-test")
-    pack.runtime.update(version="0.0-other", graph_optimization="extended")
+    pack.runtime = dataclasses.replace(pack.runtime, version="0.0-other", optimization="extended")
     path = pack.save(tmp_path / "cpu-test.yaml")
     return path
 

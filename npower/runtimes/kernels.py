@@ -1,0 +1,239 @@
+"""Kernel rules: which graph nodes a runtime merges, folds or runs as views.
+
+A rule is a function `(ctx, node) -> None` that records, in `ctx.found`, the nodes it merges
+into a neighbour (the group's host). A host whose merged kernel differs from its own node
+gets a synthesized node (`Fusion.kernel`: the fused op over the group's external inputs),
+so it is costed as the kernel the runtime runs, not as the node it grew from. Rules are
+built by the factories below with their runtime's parameters; `RuleSet`s compose them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from ..graph import Graph, Node, Tensor
+
+
+@dataclass
+class Fusion:
+    """What a runtime does with one node.
+
+    host: the node this one is merged into (None for a host or a folded node);
+    costs: the merged work still takes time (e.g. the activation pass of a CPU FusedConv);
+    kernel: for a host, the synthesized node of the kernel that runs (None: the node itself);
+    free: the node runs no kernel (a view, or folded into a constant when the session starts);
+    why: a short reason shown in reports.
+    """
+
+    host: str | None = None
+    costs: bool = False
+    kernel: Node | None = None
+    free: bool = False
+    why: str = ""
+
+
+class Context:
+    """Graph lookups shared by the rules, and the fusions found so far."""
+
+    def __init__(self, graph: Graph):
+        self.producer = {t.name: node for node in graph.nodes for t in node.outputs}
+        self.by_name = {node.name: node for node in graph.nodes}
+        self.readers = graph.consumers()
+        self.found: dict[str, Fusion] = {}
+        self.tail: dict[str, str] = {}  # host name -> tensor that now ends its fused group
+
+    def sole_reader(self, node: Node) -> Node | None:
+        """The only node that reads node's first output, if exactly one does."""
+        readers = self.readers.get(node.outputs[0].name, []) if node.outputs else []
+        return readers[0] if len(readers) == 1 else None
+
+    def source(self, node: Node, index: int = 0) -> Node | None:
+        tensor = node.inputs[index] if index < len(node.inputs) else None
+        return None if tensor is None else self.producer.get(tensor.name)
+
+    def host_of(self, node: Node) -> str:
+        fusion = self.found.get(node.name)
+        return fusion.host if fusion is not None and fusion.host else node.name
+
+    def absorb(self, node: Node, host: Node, costs: bool = False) -> None:
+        self.found[node.name] = Fusion(host=self.host_of(host), costs=costs)
+        self.tail[self.host_of(host)] = node.outputs[0].name
+
+    def merge(self, members: Iterable[Node], host: Node, op_type: str, inputs: list[Tensor],
+              attrs: dict | None = None) -> None:
+        """Merge members into host, which then runs `op_type` over `inputs`."""
+        for member in members:
+            self.found[member.name] = Fusion(host=host.name)
+        kernel = Node(host.name, op_type, "", inputs, list(host.outputs), dict(attrs or {}))
+        self.found[host.name] = Fusion(kernel=kernel)
+
+
+Rule = Callable[[Context, Node], None]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One runtime's kernel rules.
+
+    rules: fusion rules applied to each node in topological order (first match wins);
+    view_ops: op types this runtime runs without a kernel (beyond the feature registry's free ops);
+    folds_constants: nodes whose inputs are all constants are computed once, at session start.
+    """
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    view_ops: frozenset[str] = field(default_factory=frozenset)
+    folds_constants: bool = False
+
+    def kernels(self, graph: Graph) -> dict[str, Fusion]:
+        """Node name -> what the runtime does with it; nodes absent run as written."""
+        ctx = Context(graph)
+        constant = {t.name for node in graph.nodes for t in node.inputs if t is not None and t.is_weight}
+        for node in graph.nodes:
+            if not node.outputs:
+                continue
+            if node.op_type in self.view_ops:
+                ctx.found[node.name] = Fusion(free=True, why=f"a view in {self.name}")
+                continue
+            if self.folds_constants and _all_constant(node, constant):
+                constant.update(t.name for t in node.outputs)
+                ctx.found[node.name] = Fusion(free=True, why="constant-folded")
+                continue
+            if node.name in ctx.found:
+                continue
+            for rule in self.rules:
+                rule(ctx, node)
+                if node.name in ctx.found:
+                    break
+        return ctx.found
+
+
+def _all_constant(node: Node, constant: set[str]) -> bool:
+    inputs = [t for t in node.inputs if t is not None]
+    return bool(inputs) and all(t.name in constant for t in inputs)
+
+
+def _has_const_input(node: Node) -> bool:
+    return any(t is not None and t.is_weight for t in node.inputs)
+
+
+def _group_end(ctx: Context, node: Node, host_types: set[str]) -> Node | None:
+    """If node's input 0 ends a group hosted by one of host_types and nothing else reads it."""
+    before = ctx.source(node)
+    if before is None or ctx.sole_reader(before) is not node:
+        return None
+    host = ctx.by_name[ctx.host_of(before)]
+    if host.op_type not in host_types or ctx.found.get(host.name, Fusion()).kernel is not None:
+        return None
+    return before if ctx.tail.get(host.name, host.outputs[0].name) == node.inputs[0].name else None
+
+
+def conv_affine() -> Rule:
+    """BatchNormalization, or Mul/Add by a constant, right after a Conv folds into its weights."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type == "BatchNormalization" or (node.op_type in ("Mul", "Add") and _has_const_input(node)
+                                                    and len(node.inputs) == 2):
+            before = _group_end(ctx, node, {"Conv"})
+            if before is not None:
+                ctx.absorb(node, before)
+    return rule
+
+
+def activation(hosts: set[str], activations: set[str], costs: bool) -> Rule:
+    """A host (Conv, Gemm) followed by one of `activations` runs as one fused kernel; `costs`: the
+    kernel still applies the activation as a separate pass over its output (onnxruntime CPU)."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type in activations:
+            before = _group_end(ctx, node, hosts)
+            if before is not None:
+                ctx.absorb(node, before, costs=costs)
+    return rule
+
+
+def matmul_bias(op_type: str) -> Rule:
+    """MatMul + constant bias Add runs as one GEMM with bias (`op_type`: the kernel's op; Gemm is 2-D only,
+    so other ranks keep MatMul, with the bias as a third input)."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type != "Add" or len(node.inputs) != 2 or not _has_const_input(node):
+            return
+        before = _group_end(ctx, node, {"MatMul"})
+        if before is None:
+            return
+        bias = next(t for t in node.inputs if t is not None and t.is_weight)
+        two_d = all(t is not None and t.shape is not None and len(t.shape) == 2 for t in before.inputs)
+        ctx.merge([node], before, op_type if two_d or op_type != "Gemm" else "MatMul", [*before.inputs, bias])
+        ctx.tail[before.name] = node.outputs[0].name
+    return rule
+
+
+def matmul_scale() -> Rule:
+    """MatMul * constant scalar -> FusedMatMul (alpha)."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type == "Mul" and any(t is not None and t.is_weight and t.elements == 1 for t in node.inputs):
+            before = _group_end(ctx, node, {"MatMul"})
+            if before is not None:
+                ctx.absorb(node, before)
+    return rule
+
+
+def transposed_operand() -> Rule:
+    """A Transpose of the last two axes feeding only a MatMul becomes FusedMatMul's transB."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type != "MatMul":
+            return
+        for index in (0, 1):
+            before = ctx.source(node, index)
+            if before is None or before.op_type != "Transpose" or ctx.sole_reader(before) is not node:
+                continue
+            perm = list(before.attrs.get("perm", []))
+            rank = len(perm)
+            if rank >= 2 and perm[:-2] == list(range(rank - 2)) and perm[-2:] == [rank - 1, rank - 2]:
+                ctx.found[before.name] = Fusion(host=node.name)
+    return rule
+
+
+def swish(op_type: str = "QuickGelu") -> Rule:
+    """x * Sigmoid(x) -> one kernel over x."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type != "Mul" or len(node.inputs) != 2 or None in node.inputs:
+            return
+        for a, b in ((0, 1), (1, 0)):
+            gate = ctx.source(node, a)
+            if gate is not None and gate.op_type == "Sigmoid" and gate.inputs and gate.inputs[0] is not None \
+                    and gate.inputs[0].name == node.inputs[b].name and ctx.sole_reader(gate) is node:
+                ctx.merge([gate], node, op_type, [node.inputs[b]])
+                return
+    return rule
+
+
+def erf_gelu() -> Rule:
+    """x/sqrt(2) -> Erf -> +1 -> *x -> *0.5 (any order of the last two) -> one Gelu kernel over x."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type != "Erf":
+            return
+        scale = ctx.source(node)
+        if scale is None or scale.op_type not in ("Div", "Mul") or ctx.sole_reader(scale) is not node:
+            return
+        chain, current = [scale], node
+        for op in ("Add", "Mul", "Mul"):
+            nxt = ctx.sole_reader(current)
+            if nxt is None or nxt.op_type != op:
+                break
+            chain.append(current)
+            current = nxt
+        if len(chain) < 3 or scale.inputs[0] is None:
+            return
+        ctx.merge(chain, current, "Gelu", [scale.inputs[0]])
+    return rule
+
+
+def skip_layernorm() -> Rule:
+    """A residual Add read only by a LayerNormalization becomes SkipLayerNormalization."""
+    def rule(ctx: Context, node: Node) -> None:
+        if node.op_type != "LayerNormalization":
+            return
+        before = ctx.source(node)
+        if before is not None and before.op_type == "Add" and ctx.sole_reader(before) is node \
+                and before.name not in ctx.found and not _has_const_input(before):
+            ctx.found[before.name] = Fusion(host=node.name)
+    return rule
