@@ -7,27 +7,41 @@ PACK   ?= amd-epyc-cpu-ort1.32-fp32
 FRONTEND_DEPS := torch==2.13.0 onnxscript==0.7.2 tensorflow-cpu==2.21.0 tf2onnx==1.17.0
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test bench accuracy clean
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
+# Two install markers: the core (onnx, numpy, pyyaml: all `analyze` needs) and, on top, the frontend and
+# test extras. `make demo` installs the core only; `make test` adds the extras, also on a demo's venv.
+CORE   := $(BIN)/.installed-core
+EXTRAS := $(BIN)/.installed-extras
 
-install: $(BIN)/.installed
+.PHONY: install install-core demo test bench accuracy memory clean
 
-$(BIN)/.installed: pyproject.toml
+install-core: $(CORE)
+install: $(EXTRAS)
+
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(FRONTEND_DEPS)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(PIP) -e .
 	touch $@
 
-demo: install  ## analyze the shipped example network with the shipped CPU pack
+$(EXTRAS): $(CORE)
+	$(PIP) $(FRONTEND_DEPS)
+	$(PIP) -e '.[test]'
+	touch $@
+
+demo: $(CORE)  ## analyze the shipped example network with the shipped CPU pack (core install only)
 	$(BIN)/npower analyze examples/resnet50.onnx --gpu $(PACK)
 
-test: install  ## the test suite (what CI runs)
+test: $(EXTRAS)  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-bench: install  ## speed benchmark: cold analyze vs onnx shape inference alone
+bench: $(EXTRAS)  ## speed benchmarks: cold analyze vs onnx shape inference alone; profile planning
 	$(BIN)/python benchmarks/analyze_speed.py
+	$(BIN)/python benchmarks/plan_speed.py
 
-accuracy: install  ## whole-network accuracy: npower vs Paleo vs measured, on this machine
+memory: $(EXTRAS)  ## peak RSS and wall time of the test suite, per test file and whole
+	$(BIN)/python benchmarks/test_memory.py --whole
+
+accuracy: $(EXTRAS)  ## whole-network accuracy: npower vs Paleo vs measured, on this machine
 	$(BIN)/python benchmarks/accuracy.py --gpu $(PACK)
 
 clean:

@@ -1,7 +1,11 @@
-"""Helpers shared by the framework frontends: example shapes and export error messages."""
+"""Helpers shared by the framework frontends: example shapes, export error messages, quiet conversion."""
 from __future__ import annotations
 
-from typing import Mapping
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 from npower.errors import NpowerError
 
@@ -28,3 +32,28 @@ def export_error(framework: str, exc: BaseException) -> NpowerError:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     hint = next((line for line in lines if "op" in line.lower() or "operator" in line.lower()), lines[0] if lines else "")
     return NpowerError(f"{framework} export to ONNX failed ({type(exc).__name__}): {hint[:300]}")
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence what frameworks print while importing and converting (TensorFlow/absl C++ logs, torch
+    exporter chatter, Python warnings): the user sees npower's one line, or its one-line error."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as sink, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)

@@ -6,8 +6,7 @@ from typing import Any
 
 from npower.errors import NpowerError
 
-Message = dict[str, list[Any]]
-
+MAX_DEPTH = 64  # Caffe's messages nest 4 deep; anything far deeper is hostile, not a network
 _TOKEN = re.compile(r'''
     (?P<space>[ \t\r\n,;]+|\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
@@ -15,9 +14,32 @@ _TOKEN = re.compile(r'''
   | (?P<word>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<punct>[{}:<>\[\]])
 ''', re.VERBOSE)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "\\": "\\", "'": "'",
+            '"': '"', "?": "?"}
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.)|$)")
 
 
-def _tokens(text: str, name: str) -> list[tuple[str, Any, int, int]]:
+class Message(dict):
+    """Field -> list of values (repeated fields keep order), with the line of each field's last value."""
+
+    def __init__(self, line: int = 1):
+        super().__init__()
+        self.line = line
+        self.lines: dict[str, int] = {}
+
+    def add(self, field: str, value: Any, line: int) -> None:
+        self.setdefault(field, []).append(value)
+        self.lines[field] = line
+
+    def line_of(self, field: str) -> int:
+        """The line of the field's last value (the message's own line if absent)."""
+        return self.lines.get(field, self.line)
+
+
+Token = tuple[str, str, int, int]
+
+
+def _tokens(text: str, name: str) -> list[Token]:
     tokens, position, line, line_start = [], 0, 1, 0
     while position < len(text):
         match = _TOKEN.match(text, position)
@@ -34,17 +56,40 @@ def _tokens(text: str, name: str) -> list[tuple[str, Any, int, int]]:
     return tokens
 
 
-def _scalar(kind: str, value: str) -> Any:
+def _unescape(body: str) -> str:
+    """Protobuf text-format string escapes (C-style); ValueError names a bad one."""
+    def replace(match: re.Match) -> str:
+        octal, hex2, hex4, hex8, other = match.groups()
+        if octal or hex2:
+            value = int(octal, 8) if octal else int(hex2, 16)
+            if value > 0xFF:
+                raise ValueError(f"octal escape \\{octal} is above \\377")
+            return chr(value)
+        if hex4 or hex8:
+            value = int(hex4 or hex8, 16)
+            if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+                raise ValueError(f"\\u escape {hex4 or hex8} is not a character")
+            return chr(value)
+        if other in _ESCAPES:
+            return _ESCAPES[other]
+        raise ValueError(f"invalid escape '\\{other or ''}'")
+    return _ESCAPE.sub(replace, body)
+
+
+def _scalar(token: Token, where: str) -> Any:
+    kind, value, line, column = token
     if kind == "string":
-        return bytes(value[1:-1], "utf-8").decode("unicode_escape")
+        try:
+            return _unescape(value[1:-1])
+        except ValueError as exc:
+            raise NpowerError(f"{where}:{line}:{column}: {exc} in string {value[:40]}") from None
     if kind == "number":
-        number = float(value)
-        return int(number) if re.fullmatch(r"[-+]?\d+", value) else number
+        return int(value) if re.fullmatch(r"[-+]?\d+", value) else float(value)
     return {"true": True, "false": False}.get(value, value)  # enum names stay strings
 
 
 def parse_prototxt(text: str, name: str = "prototxt") -> Message:
-    """Parse text format into nested dicts: field -> list of values (repeated fields keep order)."""
+    """Parse text format into nested Messages: field -> list of values (repeated fields keep order)."""
     tokens = _tokens(text, name)
     position = 0
 
@@ -52,11 +97,24 @@ def parse_prototxt(text: str, name: str = "prototxt") -> Message:
         where = tokens[position] if position < len(tokens) else tokens[-1] if tokens else ("", "", 1, 1)
         return NpowerError(f"{name}:{where[2]}:{where[3]}: {message}")
 
-    def message(closing: str | None) -> Message:
+    def values_list(field: str, into: Message) -> None:
         nonlocal position
-        fields: Message = {}
+        while position < len(tokens) and tokens[position][1] != "]":
+            if tokens[position][0] not in ("string", "number", "word"):
+                raise error(f"unexpected {tokens[position][1]!r} in the list of field '{field}'")
+            into.add(field, _scalar(tokens[position], name), tokens[position][2])
+            position += 1
+        if position >= len(tokens):
+            raise error(f"missing ']' after the list of field '{field}'")
+        position += 1
+
+    def message(closing: str | None, line: int, depth: int) -> Message:
+        nonlocal position
+        if depth > MAX_DEPTH:
+            raise error(f"messages nested more than {MAX_DEPTH} levels deep")
+        fields = Message(line)
         while position < len(tokens):
-            kind, value, _, _ = tokens[position]
+            kind, value, field_line, _ = tokens[position]
             if kind == "punct" and value == closing:
                 position += 1
                 return fields
@@ -73,15 +131,12 @@ def parse_prototxt(text: str, name: str = "prototxt") -> Message:
                 next_kind, next_value, _, _ = tokens[position]
             if next_kind == "punct" and next_value in "{<":
                 position += 1
-                fields.setdefault(value, []).append(message("}" if next_value == "{" else ">"))
+                fields.add(value, message("}" if next_value == "{" else ">", field_line, depth + 1), field_line)
             elif next_kind == "punct" and next_value == "[":
                 position += 1
-                while position < len(tokens) and tokens[position][1] != "]":
-                    fields.setdefault(value, []).append(_scalar(tokens[position][0], tokens[position][1]))
-                    position += 1
-                position += 1
+                values_list(value, fields)
             elif next_kind in ("string", "number", "word"):
-                fields.setdefault(value, []).append(_scalar(next_kind, next_value))
+                fields.add(value, _scalar(tokens[position], name), field_line)
                 position += 1
             else:
                 raise error(f"unexpected {next_value!r} after field '{value}'")
@@ -89,7 +144,7 @@ def parse_prototxt(text: str, name: str = "prototxt") -> Message:
             raise error(f"missing '{closing}' at end of file")
         return fields
 
-    return message(None)
+    return message(None, 1, 0)
 
 
 def one(message: Message, field: str, default: Any = None) -> Any:

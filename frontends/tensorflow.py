@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 from npower.errors import NpowerError
 
-from ._export import example_shape, export_error
+from ._export import example_shape, export_error, quiet
 
 OPSET = 17
 
@@ -40,7 +40,11 @@ class TensorFlowFrontend:
 
     def convert(self, source: Any, batch: int | None = None,
                 input_shapes: Mapping[str, tuple[int, ...]] | None = None, **_options: Any) -> onnx.ModelProto:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with quiet():
+            return self._convert(source, batch, input_shapes)
+
+    def _convert(self, source: Any, batch: int | None,
+                 input_shapes: Mapping[str, tuple[int, ...]] | None) -> onnx.ModelProto:
         import tensorflow as tf
         import tf2onnx
         function, keras_shape = self._load(tf, source)

@@ -11,7 +11,7 @@ import onnx
 
 from npower.errors import NpowerError
 
-from ._export import example_shape, export_error
+from ._export import example_shape, export_error, quiet
 
 OPSET = 18
 
@@ -34,6 +34,11 @@ class TorchFrontend:
     def convert(self, source: Any, batch: int | None = None,
                 input_shapes: Mapping[str, tuple[int, ...]] | None = None, exporter: str = "dynamo",
                 dynamic_batch: bool = False, example_input: Any = None, **_options: Any) -> onnx.ModelProto:
+        with quiet():
+            return self._convert(source, batch, input_shapes, exporter, dynamic_batch, example_input)
+
+    def _convert(self, source: Any, batch: int | None, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                 exporter: str, dynamic_batch: bool, example_input: Any) -> onnx.ModelProto:
         import torch
         module, default_shape = self._load(torch, source)
         if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):

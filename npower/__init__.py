@@ -10,9 +10,10 @@ from typing import Any
 from .errors import NpowerError
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "NpowerError", "Report", "Pack", "load_pack", "__version__"]
+__all__ = ["analyze", "compare", "NpowerError", "Report", "Pack", "load_pack", "__version__"]
 
-_LAZY = {"analyze": ("api", "analyze"), "Report": ("report", "Report"), "Pack": ("pack", "Pack"),
+_LAZY = {"analyze": ("api", "analyze"), "compare": ("api", "compare"), "Report": ("report", "Report"),
+         "Pack": ("pack", "Pack"),
          "load_pack": ("pack", "load_pack")}
 
 

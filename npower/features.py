@@ -49,14 +49,17 @@ def extract(node: Node) -> LayerFeatures:
     """Features of a node; kind UNKNOWN/UNRESOLVED when they cannot be computed."""
     if node.op_type in CONTROL_FLOW:
         return LayerFeatures(UNKNOWN, {}, {})
-    extractor = EXTRACTORS.get(node.op_type)
+    extractor = EXTRACTORS.get(f"{node.domain}:{node.op_type}") or EXTRACTORS.get(node.op_type)  # domain-qualified first
     if extractor is None:
         return LayerFeatures(UNKNOWN, {}, {})
     if extractor is not _free and not node.shapes_known:
         return LayerFeatures(UNRESOLVED, {}, {})
+    if extractor is not _free and (not node.inputs or node.inputs[0] is None or not node.outputs):
+        raise NpowerError(f"node '{node.name}' ({node.op_type}) has no first input or no output "
+                          "(an empty tensor name where the operator needs one)")
     try:
         return extractor(node)
-    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise NpowerError(f"node '{node.name}' ({node.op_type}) has inputs or attributes that do not fit "
                           f"its operator ({type(exc).__name__}: {exc})") from exc
 
@@ -288,3 +291,6 @@ def _free(node: Node) -> LayerFeatures:
 
 def _floats(values: dict) -> dict[str, float]:
     return {name: float(value) for name, value in values.items()}
+
+
+from . import features_nchwc  # noqa: E402,F401  (onnxruntime's NCHWc kernels)

@@ -3,8 +3,13 @@
 Runtimes span four orders of magnitude, so runtime models minimise relative error: either a
 polynomial in log2 features fitted on log2(runtime), or the published linear form over raw
 and log2 features with every row divided by its measured time. Power models use the published
-form with a plain squared error. The form and degree are chosen by held-out error: an outer
-k-fold split that the inner LassoCV never sees.
+form with a plain squared error. The form and degree are chosen by k-fold cross-validation
+(LassoCV, or RidgeCV for dense forms over many terms, inside each fold). The reported held-out
+error is nested: every outer fold chooses the form again on its training part only, so the
+figure is the error of the whole procedure on data it never saw, not of the winner on the folds
+that chose it. Kinds that run as GEMMs on a GPU also see device features (tiles, waves) derived
+from the device block by `npower.device_features`, the same function predict uses, and operand
+alignment flags (which enter alone and times one other variable: they switch the kernel family).
 """
 from __future__ import annotations
 
@@ -19,21 +24,29 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import __version__
+from .device_features import derive as derive_device_features, is_alignment_flag, names as device_feature_names
 from .errors import NpowerError
 from .pack import Pack, KindModels
-from .polynomial import SparsePolynomial, design_matrix
-from .profile.store import read_samples
+from .polynomial import SparsePolynomial, variable_feature, variable_values
+from .profile.store import SampleFile, read_samples
 
 MIN_SAMPLES = 8
-MAX_TERMS = 600
+MAX_TERMS = 600        # LassoCV forms
+RIDGE_MAX_TERMS = 1000  # dense RidgeCV forms (closed form: cheap with many terms)
+MAX_SELECT = 2000      # rows used to choose the form and to measure the nested held-out error
+INNER_FOLDS = 3
 # Kinds with many features: the variables the polynomial may combine (others: all that vary).
 _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
                   "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
                   "total_bytes", "weight_traffic"]
+_GEMM_FEATURES = ["batch", "m", "k", "n", "has_bias", "b_is_weight", "total_bytes"]
 FIT_FEATURES = {
-    "conv": _CONV_FEATURES,
+    "conv": _CONV_FEATURES + device_feature_names("conv"),
+    "gemm": _GEMM_FEATURES + device_feature_names("gemm"),
+    "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
     "conv_1x1": _CONV_FEATURES,
     "conv_dw": _CONV_FEATURES,
+    **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"), _CONV_FEATURES),
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -54,17 +67,26 @@ def rmspe(predicted: np.ndarray, measured: np.ndarray) -> float:
 
 
 def choose_variables(kind: str, columns: dict[str, np.ndarray], log: bool) -> list[str]:
-    """Variables that vary: binary features raw, others log2 (log) or raw and log2 (linear targets)."""
+    """Variables that vary: flags raw, others log2 (log) or raw and log2 (linear targets).
+    With log=True a feature whose log2 is a sum of kept ones' (macs = m n k) adds nothing and is left out.
+    A count that is only 0 or 1 in the samples (weight_elems of a scalar operand) is left out too: its log2 is
+    constant, and taken raw it would extrapolate wildly to a model's count (a 1024 x 1024 mask operand)."""
     names = FIT_FEATURES.get(kind, list(columns))
-    chosen, kept = [], []
+    chosen, kept, logs = [], [], []
     for name in names:
         values = columns.get(name)
         if values is None or np.ptp(values) == 0 or any(_proportional(values, columns[k]) for k in kept):
             continue  # constant, or a fixed multiple of a kept feature (flops = 2 macs, bytes = 4 elements)
+        binary = set(np.unique(values)) <= {0.0, 1.0}
+        if binary and not _is_flag(name):
+            continue
+        if log and not binary and _log_combination(values, logs):
+            continue
         kept.append(name)
-        if set(np.unique(values)) <= {0.0, 1.0}:
+        if binary:
             chosen.append(name)
         else:
+            logs.append(np.log2(np.maximum(values, 1.0)))
             chosen.append(f"log2({name})")
             if not log:
                 chosen.append(name)
@@ -72,6 +94,16 @@ def choose_variables(kind: str, columns: dict[str, np.ndarray], log: bool) -> li
         top = np.log2(np.maximum(columns["total_bytes"].max(), 1.0))
         chosen += [f"log2over{k}(total_bytes)" for k in CACHE_KNOTS if top > k + 1]
     return chosen
+
+
+def _log_combination(values: np.ndarray, logs: list[np.ndarray]) -> bool:
+    """Is log2(values) an affine combination of the given log columns?"""
+    if not logs:
+        return False
+    A = np.column_stack([np.ones(len(values)), *logs])
+    target = np.log2(np.maximum(values, 1.0))
+    solution = np.linalg.lstsq(A, target, rcond=None)[0]
+    return bool(np.max(np.abs(A @ solution - target)) < 1e-6)
 
 
 def _proportional(a: np.ndarray, b: np.ndarray) -> bool:
@@ -89,12 +121,39 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
                 powers[v] = powers.get(v, 0) + 1
             if any(p > 1 and not v.startswith("log2(") and _is_flag(v) for v, p in powers.items()):
                 continue
+            aligned = sum(1 for v in powers if is_alignment_flag(v))
+            if aligned and (aligned > 1 or d > 2):
+                continue  # an alignment flag switches the kernel family: it shifts the level and the slopes only
             terms.append(powers)
     return terms
 
 
 def _is_flag(variable: str) -> bool:
-    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
+    return (variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
+            or is_alignment_flag(variable))
+
+
+class _RidgeGCV:
+    """Ridge regression with an intercept, the penalty chosen by generalised cross-validation: one eigen-
+    decomposition of X'X serves every penalty (cheap for thousands of rows and up to ~1000 terms)."""
+
+    ALPHAS = np.logspace(-2, 3, 6)
+
+    def __init__(self, X: np.ndarray, y: np.ndarray):
+        x_mean, y_mean = X.mean(axis=0), y.mean()
+        Xc, yc = X - x_mean, y - y_mean
+        values, vectors = np.linalg.eigh(Xc.T @ Xc)
+        values = np.maximum(values, 0.0)
+        projected = vectors.T @ (Xc.T @ yc)
+        best = None
+        for alpha in self.ALPHAS:
+            coef = vectors @ (projected / (values + alpha))
+            dof = float(np.sum(values / (values + alpha)))
+            gcv = float(np.mean((yc - Xc @ coef) ** 2)) / max(1.0 - dof / len(y), 1e-9) ** 2
+            if best is None or gcv < best[0]:
+                best = (gcv, alpha, coef)
+        _, self.alpha_, self.coef_ = best
+        self.intercept_ = float(y_mean - x_mean @ self.coef_)
 
 
 class _Fitter:
@@ -105,10 +164,12 @@ class _Fitter:
     value, so the squared error minimised is the squared relative error.
     """
 
-    def __init__(self, target: str, relative: bool, seed: int):
-        self.target, self.relative, self.seed = target, relative, seed
+    def __init__(self, target: str, relative: bool, seed: int, solver: str = "lasso"):
+        self.target, self.relative, self.seed, self.solver = target, relative, seed, solver
 
-    def _lasso(self, X: np.ndarray, y: np.ndarray, intercept: bool):
+    def _regression(self, X: np.ndarray, y: np.ndarray, intercept: bool):
+        if self.solver == "ridge":
+            return _RidgeGCV(X, y)
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LassoCV
         inner = max(2, min(5, len(y) // 4))
@@ -124,14 +185,18 @@ class _Fitter:
             scaled = np.hstack([np.ones((len(y), 1)), X]) / y[:, None]
             std = scaled.std(axis=0)
             std[std == 0] = 1.0
-            model = self._lasso(scaled / std, np.ones_like(y), intercept=False)
+            model = self._regression(scaled / std, np.ones_like(y), intercept=False)
             coefs = model.coef_ / std
             return float(coefs[0]), coefs[1:], float(model.alpha_)
         mean, std = X.mean(axis=0), X.std(axis=0)
         std[std == 0] = 1.0
-        model = self._lasso((X - mean) / std, np.log2(y) if self.target == "log2" else y, intercept=True)
+        model = self._regression((X - mean) / std, np.log2(y) if self.target == "log2" else y, intercept=True)
         coefs = model.coef_ / std
         return float(model.intercept_ - np.dot(coefs, mean)), coefs, float(model.alpha_)
+
+    @property
+    def method(self) -> str:
+        return "ridge (GCV)" if self.solver == "ridge" else "LassoCV"
 
     def predict(self, X: np.ndarray, intercept: float, coefs: np.ndarray) -> np.ndarray:
         value = intercept + X @ coefs
@@ -160,46 +225,103 @@ def rate_terms(variables: list[str], degree: int) -> list[dict[str, int]]:
     return terms
 
 
-def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max_degree: int):
-    """(label, target, relative, degree, terms) model forms to compare by held-out error."""
+FAMILIES = ("lasso", "ridge")
+
+
+def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max_degree: int,
+                family: str = "lasso"):
+    """(label, fitter, degree, terms) model forms to compare by held-out error.
+
+    family "lasso": sparse forms (log2 polynomial, published linear form with relative error, work x rate);
+    family "ridge": dense log2 polynomials up to `max_degree` (for large data sets whose time depends on
+    interactions of many shape features, such as GPU GEMMs)."""
     forms = []
     raw = choose_variables(kind, columns, log=False)
-    if log_target:
+    if family == "ridge" and log_target:
+        variables = choose_variables(kind, columns, log=True)
+        forms += [(f"log2-ridge-{d}", "log2", False, d, monomials(variables, d), "ridge", RIDGE_MAX_TERMS)
+                  for d in range(1, max_degree + 1)]
+    elif log_target:
         variables = choose_variables(kind, columns, log=True)
         forms += [(f"log2-poly-{d}", "log2", False, d, monomials(variables, d)) for d in range(1, max_degree + 1)]
         forms += [(f"linear-rel-{d}", "linear", True, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
         forms += [(f"rate-{d}", "linear", True, d, rate_terms(raw, d)) for d in range(1, min(2, max_degree) + 1)]
     else:
         forms += [(f"linear-{d}", "linear", False, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
-    for label, target, relative, degree, terms in forms:
-        if terms and len(terms) <= MAX_TERMS:
-            yield label, target, relative, degree, terms
+    for label, target, relative, degree, terms, *solver in forms:
+        name, limit = solver if solver else ("lasso", MAX_TERMS)
+        if terms and len(terms) <= limit:
+            yield label, _Fitter(target, relative, 0, name), degree, terms
+
+
+def _design(terms: list[dict[str, int]], columns: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Design matrix of the given rows: each term a product of its variables' columns (the values
+    `SparsePolynomial` evaluates, without design_matrix's terms x variables x rows intermediate)."""
+    values = {v: variable_values(v, {variable_feature(v): columns[variable_feature(v)][rows]})
+              for v in dict.fromkeys(v for powers in terms for v in powers)}
+    X = np.ones((len(rows), len(terms)))
+    for j, powers in enumerate(terms):
+        for variable, power in powers.items():
+            X[:, j] *= values[variable] ** power
+    return X
+
+
+def _select(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,
+            seed: int) -> tuple[tuple, dict[str, float]]:
+    """The form with the lowest k-fold RMSPE on `rows`, and every form's error."""
+    tried, best = {}, None
+    for form in forms:
+        label, fitter, _, terms = form
+        fitter.seed = seed
+        error = fitter.heldout_rmspe(_design(terms, columns, rows), y[rows], folds)
+        tried[label] = round(error, 2)
+        if best is None or error < best[0]:
+            best = (error, form)
+    if best is None:
+        raise NpowerError("no usable features to fit")
+    return best[1], tried
+
+
+def nested_heldout(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,
+                   seed: int) -> float:
+    """Held-out RMSPE of the whole procedure (choose the form by inner CV, fit it) on outer folds it never saw."""
+    order = np.random.default_rng(seed + 1).permutation(rows)
+    predicted = np.empty(len(y))
+    for fold in np.array_split(order, folds):
+        train = np.setdiff1d(order, fold)
+        (_, fitter, _, terms), _ = _select(forms, columns, y, train, INNER_FOLDS, seed)
+        intercept, coefs, _ = fitter.fit(_design(terms, columns, train), y[train])
+        predicted[fold] = fitter.predict(_design(terms, columns, fold), intercept, coefs)
+    return rmspe(predicted[order], y[order])
 
 
 def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, unit: str, folds: int,
-               max_degree: int, seed: int) -> SparsePolynomial:
-    """Choose the model form and degree by held-out RMSPE, refit on everything, return the model."""
+               max_degree: int, seed: int, family: str = "lasso") -> SparsePolynomial:
+    """Choose the model form by k-fold RMSPE, measure the procedure's error by nested CV, refit on everything.
+
+    Choice and nested error use at most MAX_SELECT rows (a seeded subsample); the final model sees all rows."""
     columns = {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
-    folds = max(2, min(folds, len(y) // 3))
-    best = None
-    tried = {}
-    for label, target, relative, degree, terms in _candidates(kind, columns, log_target, max_degree):
-        fitter = _Fitter(target, relative, seed)
-        error = fitter.heldout_rmspe(design_matrix(terms, columns), y, folds)
-        tried[label] = round(error, 2)
-        if best is None or error < best[0]:
-            best = (error, label, fitter, degree, terms)
-    if best is None:
-        raise NpowerError(f"{kind}: no usable features to fit")
-    error, label, fitter, degree, terms = best
-    X = design_matrix(terms, columns)
+    every = np.arange(len(y))
+    subset = np.sort(np.random.default_rng(seed).permutation(every)[:MAX_SELECT])
+    folds = max(2, min(folds, len(subset) // 3))
+    forms = list(_candidates(kind, columns, log_target, max_degree, family))
+    try:
+        (label, fitter, degree, terms), tried = _select(forms, columns, y, subset, folds, seed)
+    except NpowerError:
+        raise NpowerError(f"{kind}: no usable features to fit") from None
+    error = nested_heldout(forms, columns, y, subset, folds, seed)
+    X = _design(terms, columns, every)
     intercept, coefs, alpha = fitter.fit(X, y)
     kept = [(float(c), t) for c, t in zip(coefs, terms) if c != 0.0]
     in_sample = rmspe(fitter.predict(X, intercept, coefs), y)
     fit_info = {"form": label, "degree": degree, "heldout_rmspe_pct": round(error, 2),
                 "insample_rmspe_pct": round(in_sample, 2),
-                "heldout_method": f"{folds}-fold cross-validation (outer), LassoCV inside", "samples": len(y),
-                "model_size": len(kept) + 1, "alpha": alpha, "forms_tried": tried}
+                "heldout_method": f"nested cross-validation: {folds} outer folds over {len(subset)} rows, the form "
+                                  f"chosen again in each by {INNER_FOLDS}-fold CV on its training part only",
+                "fitted": f"{label} by {fitter.method} on log2({unit})" if fitter.target == "log2" else
+                          f"{label} by {fitter.method} on {unit}" + (" (relative error)" if fitter.relative else ""),
+                "samples": len(y), "model_size": len(kept) + 1, "alpha": alpha,
+                "forms_tried": {"selection_rmspe_pct": tried, "rows": len(subset), "folds": folds}}
     return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info)
 
 
@@ -209,7 +331,7 @@ def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
     from .graph import load_graph
     from .profile.build import build_model
     try:
-        layer = extract(load_graph(build_model(row["config"])).nodes[0])
+        layer = extract(load_graph(build_model(row["config"], values=False)).nodes[0])
         if layer.kind not in (FREE, UNKNOWN, UNRESOLVED):
             return layer.kind, layer.values()
     except (NpowerError, KeyError, TypeError, ValueError):
@@ -218,13 +340,21 @@ def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
 
 
 def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
-             log: TextIO = sys.stderr) -> tuple[Pack, list[dict[str, Any]]]:
+             log: TextIO = sys.stderr, family: str = "lasso") -> tuple[Pack, list[dict[str, Any]]]:
     """Fit every kind in a sample file into a Pack; returns the pack and a per-kind summary table."""
     data = read_samples(samples_path)
     for number, reason in data.bad_rows:
         print(f"warning: {samples_path}:{number}: skipped corrupt row ({reason})", file=log)
     if not data.header:
         raise NpowerError(f"{samples_path}: no header row (not written by `npower profile`?)")
+    return fit_samples(data, name, Path(samples_path).name, folds, max_degree, seed, log, family)
+
+
+def fit_samples(data: SampleFile, name: str, samples_file: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
+                log: TextIO = sys.stderr, family: str = "lasso") -> tuple[Pack, list[dict[str, Any]]]:
+    """Fit every kind of parsed samples into a Pack (device features from the header's device block)."""
+    header = data.header
+    device = dict(header.get("device", {}))
     by_kind: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {}
     for row in data.samples:
         if not row.get("error"):
@@ -234,17 +364,18 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
     table, counts, ranges = [], {}, {}
     for kind in sorted(by_kind):
         good = [row for row, _ in by_kind[kind]]
-        rows = [values for _, values in by_kind[kind]]
+        rows = _with_device_features(kind, [values for _, values in by_kind[kind]], device)
         counts[kind] = len(good)
         if len(good) < MIN_SAMPLES:
             print(f"warning: {kind}: only {len(good)} good samples, not fitted", file=log)
             continue
         runtime = fit_target(kind, rows, np.array([row["median_ms"] for row in good]), True, "ms",
-                             folds, max_degree, seed)
+                             folds, max_degree, seed, family)
         power = None
-        watts = [row.get("watts") for row in good]
-        if all(w is not None and w > 0 for w in watts):
-            power = fit_target(kind, rows, np.array(watts, dtype=float), False, "W", folds, min(2, max_degree), seed)
+        powered = [(values, row["watts"]) for row, values in zip(good, rows) if (row.get("watts") or 0) > 0]
+        if len(powered) >= MIN_SAMPLES:  # power may be measured on a subset of the samples (GPU campaign)
+            power = fit_target(kind, [v for v, _ in powered], np.array([w for _, w in powered], dtype=float), False,
+                               "W", folds, min(2, max_degree), seed)
         models[kind] = KindModels(runtime, power)
         ranges[kind] = {f: [min(r[f] for r in rows), max(r[f] for r in rows)] for f in rows[0]}
         table.append({"kind": kind, "samples": len(good), "form": runtime.fit["form"],
@@ -252,24 +383,36 @@ def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, 
                       "insample": runtime.fit["insample_rmspe_pct"],
                       "power_heldout": power.fit["heldout_rmspe_pct"] if power else None,
                       "power_size": power.fit["model_size"] if power else None})
-        print(f"fitted {kind}: {len(good)} samples, held-out RMSPE {runtime.fit['heldout_rmspe_pct']:.1f} %", file=log)
-    header = data.header
+        print(f"fitted {kind}: {len(good)} samples, nested held-out RMSPE {runtime.fit['heldout_rmspe_pct']:.1f} %",
+              file=log)
+    forms = (f"log2 polynomials of degree 1-{max_degree} by ridge regression (GCV penalty)" if family == "ridge" else
+             "log2 polynomials, the published linear form (relative error) and work x rate, by LassoCV")
     provenance = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tool": f"npower {__version__} (npower profile + npower fit)",
+        "tool": f"npower {__version__} (npower fit)",
         "measured": header.get("created"),
-        "samples_file": Path(samples_path).name,
+        "samples_file": samples_file,
         "samples_total": sum(counts.values()),
         "failed_samples": sum(1 for row in data.samples if row.get("error")),
         "sample_counts": counts,
+        "heldout_rmspe_pct": {row["kind"]: row["heldout"] for row in table},
         "sampled_ranges": ranges,
         "timing": header.get("timing"),
-        "fit": {"runtime": "LassoCV on log2(ms) over log2 features, degree by held-out RMSPE",
+        "source_kind": "measured",
+        "fit": {"runtime": f"per kind, the form with the lowest {folds}-fold RMSPE among {forms}; "
+                           "each model's `fit` says which form won",
+                "heldout": "nested cross-validation (the form chosen again inside each outer fold)",
                 "power": "LassoCV on W over raw and log2 features (published form)", "folds": folds, "seed": seed},
     }
-    device = {k: v for k, v in header.get("device", {}).items()}
     pack = Pack(name, device, header.get("runtime", {}), models, provenance)
     return pack, table
+
+
+def _with_device_features(kind: str, rows: list[dict[str, float]], device: dict[str, Any]) -> list[dict[str, float]]:
+    """Rows extended with the kind's device features (the function predict uses)."""
+    columns = {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
+    extra = derive_device_features(kind, columns, device)
+    return [{**row, **{name: float(values[i]) for name, values in extra.items()}} for i, row in enumerate(rows)]
 
 
 def format_fit_table(table: list[dict[str, Any]]) -> str:

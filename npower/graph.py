@@ -12,6 +12,8 @@ from .errors import NpowerError
 from .modelio import ModelSource, load_model
 
 CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+MAX_USER_DIM = 2**31 - 1  # --batch and --input-shape dimensions
+MAX_OPSET = 10_000
 
 _DTYPE_BYTES = {
     onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
@@ -89,8 +91,8 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = tuple(int(d) for d in dims.lower().split("x"))
     except ValueError:
         raise NpowerError(f"--input-shape '{text}': dimensions must be integers separated by 'x'") from None
-    if any(d <= 0 for d in shape):
-        raise NpowerError(f"--input-shape '{text}': dimensions must be positive")
+    if any(not 0 < d <= MAX_USER_DIM for d in shape):
+        raise NpowerError(f"--input-shape '{text}': dimensions must be from 1 to {MAX_USER_DIM}")
     return name, shape
 
 
@@ -108,8 +110,11 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def _bind_inputs(model: onnx.ModelProto, batch: int | None, shapes: dict[str, tuple[int, ...]]) -> None:
-    if batch is not None and batch <= 0:
-        raise NpowerError(f"--batch must be positive, got {batch}")
+    if batch is not None and not 0 < batch <= MAX_USER_DIM:
+        raise NpowerError(f"--batch must be from 1 to {MAX_USER_DIM}, got {batch}")
+    for name, wanted in shapes.items():
+        if any(not 0 < d <= MAX_USER_DIM for d in wanted):
+            raise NpowerError(f"--input-shape {name}: dimensions must be from 1 to {MAX_USER_DIM}, got {wanted}")
     inputs = _graph_inputs(model)
     known = {vi.name for vi in inputs}
     for name in shapes:
@@ -157,8 +162,17 @@ def _tensor_from_type(name: str, type_proto: onnx.TypeProto, is_weight: bool = F
     shape = None
     if type_proto.HasField("tensor_type") and tensor_type.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
-    return Tensor(name, shape, onnx.TensorProto.DataType.Name(elem) if elem else "UNDEFINED",
-                  _DTYPE_BYTES.get(elem, 4), is_weight)
+    return Tensor(name, shape, _dtype_name(name, elem), _DTYPE_BYTES.get(elem, 4), is_weight)
+
+
+def _dtype_name(tensor: str, elem: int) -> str:
+    """The TensorProto type name; an element type ONNX does not define is an error naming the tensor."""
+    if not elem:
+        return "UNDEFINED"
+    try:
+        return onnx.TensorProto.DataType.Name(elem)
+    except ValueError:
+        raise NpowerError(f"invalid graph: tensor '{tensor}' has element type {elem}, which ONNX does not define") from None
 
 
 def _collect_tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
@@ -167,7 +181,7 @@ def _collect_tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
         tensors[vi.name] = _tensor_from_type(vi.name, vi.type)
     for init in graph.initializer:
-        tensors[init.name] = Tensor(init.name, tuple(init.dims), onnx.TensorProto.DataType.Name(init.data_type),
+        tensors[init.name] = Tensor(init.name, tuple(init.dims), _dtype_name(init.name, init.data_type),
                                     _DTYPE_BYTES.get(init.data_type, 4), True)
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
@@ -237,6 +251,8 @@ def walk(model: onnx.ModelProto) -> Graph:
         return found
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not 0 <= opset <= MAX_OPSET:
+        raise NpowerError(f"invalid graph: opset version {opset} (ONNX defines 1 to a few dozen)")
     nodes = []
     names: set[str] = set()
     for index, proto in enumerate(_topological(model.graph)):
@@ -251,7 +267,7 @@ def walk(model: onnx.ModelProto) -> Graph:
             weight = inputs[1].shape if len(inputs) > 1 and inputs[1] is not None else None
             try:
                 attrs = resolve_window(proto.op_type, attrs, inputs[0].shape, weight,
-                                       outputs[0].shape if outputs else None)
+                                       outputs[0].shape if outputs and outputs[0] is not None else None)
             except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
                 raise NpowerError(f"invalid graph: node '{name}' ({proto.op_type}) has window attributes "
                                   f"that do not fit its input ({exc})") from exc

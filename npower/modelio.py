@@ -27,7 +27,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     else:
         model = _parse(_read(Path(source)), str(source))
     _check_is_model(model)
-    strip_weights(model)
+    strip_weights(model, Path(source).parent if isinstance(source, (str, os.PathLike)) else None)
     return model
 
 
@@ -69,14 +69,55 @@ def _check_is_model(model: onnx.ModelProto) -> None:
         raise NpowerError("not a valid ONNX model: a tensor name is not UTF-8 text (corrupt file?)")
 
 
-def strip_weights(model: onnx.ModelProto) -> None:
-    """Drop the values of large initializers in place (external references included)."""
+def strip_weights(model: onnx.ModelProto, folder: Path | None = None) -> None:
+    """Drop the values of large initializers in place (external references included). Small external
+    tensors (shape tensors saved with `size_threshold=0`) keep their values when their data file is in
+    `folder`: only their own bytes are read."""
     for init in model.graph.initializer:
         count = 1
         for dim in init.dims:
             count *= dim
-        if count > _KEEP_VALUES_UP_TO or init.data_location == onnx.TensorProto.EXTERNAL:
+        external = init.data_location == onnx.TensorProto.EXTERNAL
+        value = _external_bytes(init, folder) if external and count <= _KEEP_VALUES_UP_TO else None
+        if count > _KEEP_VALUES_UP_TO or external:
             for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
                           "uint64_data", "string_data", "external_data"):
                 init.ClearField(field)
             init.data_location = onnx.TensorProto.DEFAULT
+        if value is not None:
+            init.raw_data = value
+
+
+def external_data(init: onnx.TensorProto) -> dict[str, str]:
+    """An external initializer's location, offset and length entries."""
+    return {entry.key: entry.value for entry in init.external_data}
+
+
+def _external_bytes(init: onnx.TensorProto, folder: Path | None) -> bytes | None:
+    """The bytes of a small external tensor, or None when its data file is absent, outside the model's
+    folder, or does not hold exactly the tensor's bytes."""
+    info = external_data(init)
+    if folder is None or "location" not in info:
+        return None
+    count = 1
+    for dim in init.dims:
+        count *= dim
+    size = count * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    path = (folder / info["location"]).resolve()
+    try:
+        if folder.resolve() not in path.parents or int(info.get("length", size)) != size:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(int(info.get("offset", 0)))
+            data = handle.read(size)
+    except (OSError, ValueError):
+        return None
+    return data if len(data) == size else None
+
+
+def missing_data_files(path: str | os.PathLike) -> list[str]:
+    """The external data files an ONNX file refers to that are not beside it."""
+    model = _parse(_read(Path(path)), str(path))
+    locations = {external_data(init).get("location", "") for init in model.graph.initializer
+                 if init.data_location == onnx.TensorProto.EXTERNAL}
+    return sorted(name for name in locations if name and not (Path(path).parent / name).exists())

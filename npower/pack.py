@@ -12,11 +12,12 @@ import yaml
 from .errors import NpowerError
 from .polynomial import SparsePolynomial
 from .runtimes import Runtime
+from .safeio import load_yaml, read_text
 
 SCHEMA_VERSION = 1
-# The safe loader (no Python objects), in libyaml's C implementation when PyYAML has it: 10x faster.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PACK_SUFFIXES = (".yaml", ".yml")
+# Measured device figures the roofline fallback divides by: anything outside these ranges is a typo or an attack.
+DEVICE_FIGURES = {"peak_gflops": (1e-3, 1e9), "bandwidth_gbs": (1e-3, 1e8)}
 
 
 @dataclass
@@ -46,6 +47,11 @@ class Pack:
     @property
     def has_power(self) -> bool:
         return any(m.power is not None for m in self.models.values())
+
+    @property
+    def estimated(self) -> bool:
+        """Estimated from a spec sheet and other GPUs' measurements (npower/estimate.py), not fitted to its own."""
+        return self.provenance.get("source_kind") == "estimated"
 
     @property
     def peak_gflops(self) -> float | None:
@@ -96,10 +102,12 @@ def pack_from_dict(data: Any, source: str = "pack") -> Pack:
             raise NpowerError(f"{source}: field '{key}' must be a mapping")
     if not isinstance(data["device"].get("name"), str):
         raise NpowerError(f"{source}: field 'device.name' must be a string")
-    for key in ("peak_gflops", "bandwidth_gbs"):
+    for key, (low, high) in DEVICE_FIGURES.items():
         value = data["device"].get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise NpowerError(f"{source}: field 'device.{key}' must be a positive number")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= high):
+            raise NpowerError(f"{source}: field 'device.{key}' must be a number from {low:g} to {high:g}, "
+                              f"got {value!r}"[:200])
     models = {}
     for kind, entry in data["models"].items():
         where = f"{source}: models.{kind}"
@@ -118,18 +126,7 @@ def pack_from_dict(data: Any, source: str = "pack") -> Pack:
 def load_pack(path: str | os.PathLike) -> Pack:
     """Read and validate a pack file."""
     target = Path(path)
-    try:
-        text = target.read_text()
-    except FileNotFoundError:
-        raise NpowerError(f"pack {target}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NpowerError(f"pack {target}: cannot read ({exc})") from exc
-    try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NpowerError(f"pack {target}: invalid YAML{where}") from exc
+    data = load_yaml(read_text(target, "pack"), f"pack {target}")
     pack = pack_from_dict(data, f"pack {target.name}")
     pack.path = target
     return pack
@@ -164,14 +161,53 @@ def available_packs(extra: Iterable[str | os.PathLike] = ()) -> dict[str, Path]:
     return found
 
 
+# provenance.source_kind, best first: own measurements, public data, estimates.
+SOURCE_KINDS = ("measured", "public", "estimated")
+
+
+def _pack_header(path: Path) -> dict[str, Any]:
+    """A pack's fields before `models:` (name, device, runtime, provenance): cheap to read for every pack."""
+    text = read_text(path, "pack")
+    end = text.find("\nmodels:")
+    data = load_yaml(text if end < 0 else text[:end], f"pack {path}")
+    return data if isinstance(data, dict) else {}
+
+
+def _by_alias(gpu: str, packs: dict[str, Path]) -> Path | None:
+    """The pack declaring `gpu` among its provenance.aliases; the best source kind wins, a tie is an error."""
+    found = []
+    for name, path in packs.items():
+        try:
+            provenance = _pack_header(path).get("provenance") or {}
+        except (NpowerError, OSError, UnicodeDecodeError):
+            continue
+        aliases = provenance.get("aliases") if isinstance(provenance, dict) else None
+        if isinstance(aliases, list) and gpu.lower() in (str(a).lower() for a in aliases):
+            kind = provenance.get("source_kind", "measured")
+            found.append((SOURCE_KINDS.index(kind) if kind in SOURCE_KINDS else len(SOURCE_KINDS), name, path))
+    if not found:
+        return None
+    found.sort()
+    best = [name for rank, name, _ in found if rank == found[0][0]]
+    if len(best) > 1:
+        kind = SOURCE_KINDS[found[0][0]] if found[0][0] < len(SOURCE_KINDS) else "unknown"
+        raise NpowerError(f"--gpu '{gpu}' is an alias of several packs of the same kind ({kind}): "
+                          f"{', '.join(best)}; name one of them")
+    return found[0][2]
+
+
 def find_pack(gpu: str, extra: Iterable[str | os.PathLike] = ()) -> Pack:
-    """Resolve --gpu: a pack file path, an exact pack name, or a unique name prefix."""
+    """Resolve --gpu: a pack file path, an exact pack name, an alias a pack declares (`v100`; where several
+    packs declare it, measured beats public beats estimated), or a unique name prefix."""
     candidate = Path(gpu)
     if candidate.suffix in PACK_SUFFIXES or os.sep in gpu:
         return load_pack(candidate)
     packs = available_packs(extra)
     if gpu in packs:
         return load_pack(packs[gpu])
+    aliased = _by_alias(gpu, packs)
+    if aliased is not None:
+        return load_pack(aliased)
     matches = [name for name in packs if name.startswith(gpu)]
     if len(matches) == 1:
         return load_pack(packs[matches[0]])

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import NpowerError
 
 TARGETS = ("linear", "log2")
+MAX_POWER = 16  # fitted forms use degree 3 by default (npower fit --max-degree); beyond this, overflow
 
 
 _TRANSFORMED = re.compile(r"^log2(?:over(\d+))?\((\w+)\)$")
@@ -45,8 +46,12 @@ def design_matrix(term_powers: list[Mapping[str, int]], features: Mapping[str, A
     if not variables:
         return np.ones((1, len(term_powers)))
     columns = np.stack([np.atleast_1d(variable_values(v, features)) for v in variables], axis=-1)
-    exponents = np.array([[powers.get(v, 0) for v in variables] for powers in term_powers], dtype=float)
-    return np.prod(columns[:, None, :] ** exponents[None, :, :], axis=-1)
+    index = {v: i for i, v in enumerate(variables)}
+    matrix = np.ones((columns.shape[0], len(term_powers)))
+    for j, powers in enumerate(term_powers):  # term by term: no rows x terms x variables temporary
+        for variable, power in powers.items():
+            matrix[:, j] *= columns[:, index[variable]] ** power
+    return matrix
 
 
 @dataclass
@@ -76,7 +81,8 @@ class SparsePolynomial:
         if not self.terms:
             return np.asarray(self.intercept, dtype=float)
         coefs = np.array([coef for coef, _ in self.terms])
-        return self.intercept + design_matrix([powers for _, powers in self.terms], features) @ coefs
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow gives inf: the caller checks finiteness
+            return self.intercept + design_matrix([powers for _, powers in self.terms], features) @ coefs
 
     def predict(self, features: Mapping[str, Any]) -> np.ndarray:
         """Predicted quantity in `unit` (never negative)."""
@@ -84,6 +90,22 @@ class SparsePolynomial:
         if self.target == "log2":
             return np.exp2(np.clip(value, -60.0, 60.0))
         return np.maximum(value, 0.0)
+
+    def partial(self, values: Mapping[str, float]) -> "SparsePolynomial":
+        """The model with the features in `values` fixed: a polynomial in the remaining variables
+        (e.g. a cross-device model specialised to one device). Terms that become equal are merged."""
+        merged: dict[tuple, float] = {}
+        intercept = self.intercept
+        for coef, powers in self.terms:
+            rest = {v: p for v, p in powers.items() if variable_feature(v) not in values}
+            factor = math.prod(float(variable_values(v, values)) ** p for v, p in powers.items() if v not in rest)
+            if rest:
+                key = tuple(sorted(rest.items()))
+                merged[key] = merged.get(key, 0.0) + coef * factor
+            else:
+                intercept += coef * factor
+        terms = [(coef, dict(key)) for key, coef in merged.items() if coef != 0.0]
+        return SparsePolynomial(self.target, self.unit, intercept, terms, dict(self.fit))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready form; from_dict(to_dict()) is exact."""
@@ -121,8 +143,8 @@ class SparsePolynomial:
             for variable, power in powers.items():
                 if not isinstance(variable, str) or not variable:
                     raise NpowerError(f"{here}.powers: variable names must be strings")
-                if isinstance(power, bool) or not isinstance(power, int) or power < 1:
-                    raise NpowerError(f"{here}.powers.{variable}: exponent must be a positive integer")
+                if isinstance(power, bool) or not isinstance(power, int) or not 1 <= power <= MAX_POWER:
+                    raise NpowerError(f"{here}.powers.{variable}: exponent must be an integer from 1 to {MAX_POWER}")
             terms.append((coef, dict(powers)))
         fit = data.get("fit", {})
         if not isinstance(fit, dict):
@@ -140,6 +162,11 @@ def _field(data: dict, name: str, kind: type, where: str) -> Any:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise NpowerError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+    """A finite float (an integer too large for a float is refused, not overflowed)."""
+    try:
+        number = float(value) if not isinstance(value, bool) and isinstance(value, (int, float)) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise NpowerError(f"{where}: expected a finite number, got {value!r}"[:200])
+    return number

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .device_features import derive as derive_device_features
 from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
 from .graph import Graph, Node
@@ -40,6 +41,10 @@ class LayerPrediction:
         return None if self.watts is None else self.watts * self.ms
 
 
+MAX_LAYER_MS = 1e12  # 30 years: a larger per-layer figure is an overflow, not a prediction
+MAX_LAYER_WATTS = 1e7
+
+
 def roofline_ms(flops: float, total_bytes: float, peak_gflops: float, bandwidth_gbs: float) -> float:
     """Paleo-style time: compute time plus memory time, in ms."""
     return (flops / (peak_gflops * 1e9) + total_bytes / (bandwidth_gbs * 1e9)) * 1e3
@@ -53,8 +58,9 @@ def layer_bytes(layer: LayerFeatures) -> float:
 def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPrediction]:
     """Predict every node of the graph with the pack."""
     fused = pack.runtime.rules.kernels(graph) if fusion else {}
-    layers = [_kernel_features(node, fused.get(node.name)) for node in graph.nodes]
-    rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(graph.nodes, layers)]
+    nodes = graph.nodes + (pack.runtime.rules.extra_kernels(graph) if fusion else [])  # + runtime-added kernels
+    layers = [_kernel_features(node, fused.get(node.name)) for node in nodes]
+    rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(nodes, layers)]
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
         if row.source == "pending":
@@ -98,14 +104,18 @@ def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list
     models = pack.models.get(kind)
     if models is not None:
         values = [layer.values() for layer in layers]
-        missing = [name for name in _needed(models) if name not in values[0]]
+        columns = {name: np.array([v[name] for v in values]) for name in values[0]}
+        columns.update(derive_device_features(kind, columns, pack.device))  # GPU tiles and waves
+        missing = [name for name in _needed(models) if name not in columns]
         if missing:
             raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "
                               "this npower does not compute (pack made by another version?)")
-        columns = {name: np.array([v[name] for v in values]) for name in _needed(models)}
         shape = (len(rows),)  # an intercept-only model predicts one scalar for all
         runtimes = np.broadcast_to(models.runtime.predict(columns), shape)
+        _check_range(runtimes, MAX_LAYER_MS, "ms", f"models.{kind}.runtime", rows)
         powers = np.broadcast_to(models.power.predict(columns), shape) if models.power is not None else None
+        if powers is not None:
+            _check_range(powers, MAX_LAYER_WATTS, "W", f"models.{kind}.power", rows)
         for index, row in enumerate(rows):
             row.ms = float(runtimes[index])
             row.source = "fitted"
@@ -117,9 +127,20 @@ def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list
         row.source = "fallback"
         if peak and bandwidth:
             row.ms = roofline_ms(layer.specials.get("flops", 0.0), layer_bytes(layer), peak, bandwidth)
+            _check_range(np.array([row.ms]), MAX_LAYER_MS, "ms", "device.peak_gflops/bandwidth_gbs (roofline)", [row])
             row.note = f"no '{kind}' model in pack: roofline estimate"
         else:
             row.note = f"no '{kind}' model in pack and no peak figures: not costed"
+
+
+def _check_range(values: np.ndarray, limit: float, unit: str, field: str, rows: list[LayerPrediction]) -> None:
+    """A prediction that is not finite, negative or absurd is an error naming the pack field and the layer."""
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0) & (values <= limit)))
+    if bad.size:
+        index = int(bad[0])
+        raise NpowerError(f"pack field {field} predicts {float(values[index]):.3g} {unit} for layer "
+                          f"'{rows[index].name}' (valid: 0 to {limit:g} {unit}): coefficients out of range for a "
+                          f"layer of {rows[index].macs:.3g} MACs")
 
 
 def _needed(models) -> list[str]:

@@ -1,7 +1,9 @@
 """`npower validate`: run whole networks on the pack's device and runtime, compare with predictions.
 
-Accuracy = 1 - |predicted - measured| / measured (the NeuralPower definition). Per layer, the
-prediction is compared with onnxruntime's own per-node profile inside the whole network.
+Accuracy = 1 - |predicted - measured| / measured (the NeuralPower definition). Per layer (--layers),
+each predicted kernel (a node and the nodes fused into it) is compared with the runtime's own
+profile of the kernels that run its work inside the whole network (npower.kernel_map). Every
+session is opened by the pack's backend (npower.profile.backends).
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +25,8 @@ from .graph import load_graph
 from .pack import Pack, find_pack
 from .predict import LayerPrediction, layer_bytes, predict, roofline_ms
 from .features import extract
-from .profile.backends import Measurement, TimingPolicy, make_backend, session_options
+from .kernel_map import layer_rows
+from .profile.backends import Backend, Measurement, TimingPolicy, make_backend
 
 PALEO_PPP_COMPUTE = 0.62
 PALEO_PPP_MEMORY = 0.72
@@ -44,6 +46,7 @@ class NetworkResult:
     measured_w: float | None = None
     predicted_w: float | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
+    profiled_ms: float | None = None  # one inference under the runtime's per-kernel profiler (--layers)
     error: str | None = None
 
     @property
@@ -92,14 +95,14 @@ def fill_missing_weights(model: onnx.ModelProto, seed: int = 0) -> None:
         model.graph.initializer[index].CopyFrom(numpy_helper.from_array(values, init.name))
 
 
-def backend_for(pack: Pack, runs: int):
+def backend_for(pack: Pack, runs: int) -> Backend:
     """A backend with the pack's execution provider, threads and optimisation level."""
     runtime = pack.runtime
     policy = TimingPolicy(warmup_runs=3, min_runs=runs, min_seconds=0.5, max_seconds=90.0)
     return make_backend(runtime.device, runtime.threads or 1, runtime.optimization, policy)
 
 
-def mismatch_warnings(pack: Pack, backend) -> list[str]:
+def mismatch_warnings(pack: Pack, backend: Backend) -> list[str]:
     """Differences between the pack's device/runtime and the one present."""
     warnings = []
     here_runtime, here_device = backend.runtime_info(), backend.device_info()
@@ -130,38 +133,20 @@ def random_feeds(graph) -> dict[str, np.ndarray]:
     return {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
 
 
-def measure_network(backend, model: onnx.ModelProto, graph) -> Measurement:
+def measure_network(backend: Backend, model: onnx.ModelProto, graph) -> Measurement:
     return backend.measure(model.SerializeToString(), random_feeds(graph))
 
 
-def profile_layers(backend, model: onnx.ModelProto, graph, predicted: list[LayerPrediction],
-                   runs: int = 10) -> list[dict]:
-    """Per-node ms from onnxruntime's profiler inside the whole network, next to the prediction."""
-    ort = backend.ort
-    options = session_options(ort, backend.threads, backend.optimization)
-    options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="npower-prof-"), "run")
-    sess = ort.InferenceSession(model.SerializeToString(), options, providers=[backend.provider])
-    feeds = random_feeds(graph)
-    for _ in range(runs + 2):
-        sess.run(None, feeds)
-    with open(sess.end_profiling()) as handle:
-        events = json.load(handle)
-    per_node: dict[str, list[float]] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            per_node.setdefault(event["name"][: -len("_kernel_time")], []).append(event["dur"] / 1000.0)
-    rows = []
-    for layer in predicted:
-        times = per_node.get(layer.name)
-        measured = float(np.median(times[2:] if len(times) > 2 else times)) if times else 0.0
-        if layer.ms > 0 or measured > 0:
-            rows.append({"name": layer.name, "op_type": layer.op_type, "kind": layer.kind, "predicted_ms": layer.ms,
-                         "measured_ms": measured, "source": layer.source})
-    return rows
+def profile_layers(backend: Backend, model: onnx.ModelProto, graph, pack: Pack, predicted: list[LayerPrediction],
+                   fusion: bool, runs: int = 10) -> tuple[list[dict], float]:
+    """Per-kernel ms from the runtime's profiler inside the whole network, next to the prediction of
+    that kernel; and the mean inference ms the profiler measured."""
+    profile = backend.profile_kernels(model.SerializeToString(), random_feeds(graph), runs)
+    fusions = pack.runtime.rules.kernels(graph) if fusion else {}
+    return layer_rows(predicted, fusions, profile, graph), profile.total_ms
 
 
-def validate_network(spec: str, pack: Pack, backend, batch: int | None, fusion: bool, predictor: str,
+def validate_network(spec: str, pack: Pack, backend: Backend, batch: int | None, fusion: bool, predictor: str,
                      layers: bool) -> NetworkResult:
     name, model = load_network(spec, batch)
     graph = load_graph(model)
@@ -178,7 +163,7 @@ def validate_network(spec: str, pack: Pack, backend, batch: int | None, fusion: 
                            predicted_ms, paleo, measurement.watts,
                            energy / predicted_ms if pack.has_power and predicted_ms > 0 else None)
     if layers:
-        result.layers = profile_layers(backend, model, graph, predicted)
+        result.layers, result.profiled_ms = profile_layers(backend, model, graph, pack, predicted, fusion)
     return result
 
 
@@ -203,16 +188,34 @@ def format_results(results: list[NetworkResult]) -> str:
 
 
 def format_layers(result: NetworkResult, top: int = 15) -> str:
+    """The largest kernels, measured vs predicted; the last line says how much of the profiled
+    inference the rows account for."""
     rows = sorted(result.layers, key=lambda r: -max(r["measured_ms"], r["predicted_ms"]))[:top]
-    lines = [f"  {'layer':24s} {'op':18s} {'measured':>9s} {'predicted':>9s} {'error':>7s}"]
+    lines = [f"  {'layer':24s} {'op':14s} {'kernel':18s} {'measured':>9s} {'predicted':>9s} {'error':>9s}"]
     for row in rows:
-        error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"] if row["measured_ms"] else float("nan")
-        lines.append(f"  {row['name'][:24]:24s} {row['op_type'][:18]:18s} {row['measured_ms']:9.3f} "
-                     f"{row['predicted_ms']:9.3f} {error:+7.1%}")
+        name = row["name"] + (f" +{len(row['fused'])}" if row["fused"] else "")
+        lines.append(f"  {name[:24]:24s} {row['op_type'][:14]:14s} {'+'.join(row['kernels'])[:18]:18s} "
+                     f"{row['measured_ms']:9.3f} {row['predicted_ms']:9.3f} {_layer_error(row):>9s}")
+    measured = sum(row["measured_ms"] for row in result.layers)
+    if result.profiled_ms:
+        lines.append(f"  {len(result.layers)} kernels' measured times sum to {measured:.3f} ms of the profiled "
+                     f"{result.profiled_ms:.3f} ms per inference ({measured / result.profiled_ms:.1%}); "
+                     "+N: nodes fused into the layer")
     return "\n".join(lines)
 
 
+def _layer_error(row: dict[str, Any]) -> str:
+    if row["measured_ms"] <= 0:
+        return "no kernel"
+    if row["predicted_ms"] <= 0:
+        return row["source"]
+    return f"{(row['predicted_ms'] - row['measured_ms']) / row['measured_ms']:+.1%}"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.label:  # compare with a recorded label instead of measuring
+        from .labels import cmd_validate_label
+        return cmd_validate_label(args)
     pack = find_pack(args.gpu, args.profiles)
     backend = backend_for(pack, args.runs)
     for warning in mismatch_warnings(pack, backend):
@@ -244,7 +247,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if good else 2
 
 
-def record_validation(pack: Pack, results: list[NetworkResult], backend) -> None:
+def record_validation(pack: Pack, results: list[NetworkResult], backend: Backend) -> None:
     """Write the validation figures into the pack's provenance and save it."""
     pack.provenance["validation"] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

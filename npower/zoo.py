@@ -176,8 +176,9 @@ def efficientnet_b0(b: NetBuilder) -> str:
     return b.gemm(b.flatten(b.gap(x)), 1000)
 
 
-def vit_small(b: NetBuilder, dim: int = 384, depth: int = 6, heads: int = 6, patch: int = 16) -> str:
-    """ViT-style encoder: patch embedding, pre-norm attention + MLP blocks (no class token)."""
+def vit_s_depth6(b: NetBuilder, dim: int = 384, depth: int = 6, heads: int = 6, patch: int = 16) -> str:
+    """ViT-style encoder at ViT-Small's width (384, 6 heads) with 6 blocks, not ViT-Small's 12: patch
+    embedding, pre-norm attention + MLP blocks (no class token)."""
     n = b.shapes["input"][0]
     side = b.shapes["input"][2] // patch
     tokens = side * side
@@ -208,13 +209,13 @@ NETWORKS: dict[str, tuple[Callable[[NetBuilder], str], tuple[int, int, int]]] = 
     "densenet121": (densenet121, (3, 224, 224)),
     "squeezenet": (squeezenet, (3, 224, 224)),
     "efficientnet_b0": (efficientnet_b0, (3, 224, 224)),
-    "vit_small": (vit_small, (3, 224, 224)),
+    "vit_s_depth6": (vit_s_depth6, (3, 224, 224)),
 }
 
 
 def build(name: str, batch: int = 1, weights: bool = True, symbolic_batch: bool = False,
           opset: int = 17) -> onnx.ModelProto:
-    """Build a reference network as an ONNX model (opset 13-21; vit_small needs >= 17 for LayerNormalization)."""
+    """Build a reference network as an ONNX model (opset 13-21; vit_s_depth6 needs >= 17 for LayerNormalization)."""
     if name not in NETWORKS:
         raise NpowerError(f"unknown network '{name}'; known: {', '.join(NETWORKS)}")
     definition, chw = NETWORKS[name]

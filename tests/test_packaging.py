@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from npower import analyze, zoo
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +29,8 @@ def test_wheel_contains_packs_and_frontends(wheel):
     assert shipped, "no pack in gpu_profiles/"
     assert {f"npower/gpu_profiles/{name}" for name in shipped} <= names
     assert "npower_frontends/caffe.py" in names and "npower/profile/runner.py" in names
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "npower").rglob("__init__.py")}
+    assert {f"{package}/__init__.py" for package in packages} <= names  # every subpackage ships
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[npower.frontends]" in entry_points and "caffe = npower_frontends.caffe:FRONTEND" in entry_points
     assert "npower = npower.cli:main" in entry_points
@@ -36,5 +40,41 @@ def test_installed_packs_are_found_from_any_folder(tmp_path):
     result = subprocess.run([sys.executable, "-m", "npower.cli", "packs"], capture_output=True, text=True,
                             cwd=tmp_path)
     assert result.returncode == 0
+    assert "INVALID" not in result.stdout
     for pack in (ROOT / "gpu_profiles").glob("*.yaml"):
         assert f"{pack.stem}:" in result.stdout
+
+
+def _reference_network(pack_name: str):
+    """A network of the kinds the pack was fitted on: ResNet-18 for onnxruntime CPU packs (fitted on the full
+    sweep), BERT-Large at batch 8 (examples/) for the PyTorch-eager GPU packs (fitted on transformer operators)."""
+    from npower.pack import find_pack
+    pack = find_pack(pack_name)
+    if pack.runtime.name == "torch":
+        return pack, str(ROOT / "examples" / "bert_large.onnx"), 8
+    return pack, zoo.build("resnet18", weights=False), None
+
+
+@pytest.mark.parametrize("pack", sorted(p.stem for p in (ROOT / "gpu_profiles").glob("*.yaml")))
+def test_shipped_pack_predicts_a_network_with_its_fitted_models(pack):
+    """Each shipped pack loads by name and costs its reference network from fitted models: every layer of a kind
+    the pack models is fitted, the others are roofline fallbacks of kinds its provenance lists as not fitted
+    (or never measured), and a pack with nothing missing costs >= 95 % of the network from fitted models."""
+    loaded, network, batch = _reference_network(pack)
+    report = analyze(network, gpu=loaded, batch=batch)
+    assert report.runtime_ms > 0
+    assert not [layer.name for layer in report.layers if layer.source in ("unknown", "unresolved")]
+    for layer in report.layers:
+        if layer.kind in loaded.models and layer.source in ("fitted", "fallback"):
+            assert layer.source == "fitted", (layer.name, layer.kind)
+    missing = {layer.kind for layer in report.layers if layer.source == "fallback"}
+    if not missing & set(loaded.provenance.get("not_fitted") or {}):
+        assert report.fitted_share > 0.95, (missing, report.fitted_share)
+
+
+def test_build_has_no_setuptools_warnings(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "BuildBackendWarning" not in result.stdout + result.stderr  # e.g. the licence table (SPDX string now)
+    assert "DeprecationWarning" not in result.stdout + result.stderr

@@ -1,6 +1,7 @@
-"""Profiler and fitter: a tiny real sweep end to end, resume, corrupt rows, CUDA refusals."""
+"""Profiler and fitter: a tiny real sweep end to end, resume, corrupt rows, runtime binding, CUDA refusals."""
 from __future__ import annotations
 
+import importlib.util
 import types
 
 import numpy as np
@@ -10,16 +11,20 @@ from npower import NpowerError, analyze, zoo
 from npower.cli import main
 from npower.fit import fit_target, rmspe
 from npower.pack import load_pack
-from npower.profile import plan
+from npower.profile import backends, plan
 from npower.profile.store import SampleWriter, read_samples
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("sklearn")
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                               reason="measuring needs onnxruntime (pip install 'npower[profile]')")
+needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                   reason="fitting needs scikit-learn (pip install 'npower[profile]')")
 
 TINY = ["--kinds", "relu,maxpool,gemm", "--scale", "0.05", "--max-macs", "2e6", "--min-runs", "3",
         "--min-seconds", "0.005", "--max-seconds", "0.05", "--quiet"]
 
 
+@needs_ort
+@needs_sklearn
 def test_tiny_sweep_profile_fit_analyze(tmp_path, capsys):
     samples = tmp_path / "s.jsonl"
     assert main(["profile", "-o", str(samples), *TINY, "--scale", "0.3"]) == 0
@@ -43,6 +48,7 @@ def test_tiny_sweep_profile_fit_analyze(tmp_path, capsys):
     assert {l.source for l in report.layers if l.kind == "conv"} == {"fallback"}
 
 
+@needs_ort
 def test_resume_after_kill_keeps_rows_and_skips_done(tmp_path):
     samples = tmp_path / "s.jsonl"
     assert main(["profile", "-o", str(samples), *TINY]) == 0
@@ -59,9 +65,25 @@ def test_resume_after_kill_keeps_rows_and_skips_done(tmp_path):
     assert {r["key"] for r in done.samples} <= grown.keys
 
 
+@needs_ort
+@pytest.mark.parametrize("option, change", [(["--threads", "2"], "intra_op_threads 1 -> 2"),
+                                            (["--optimization", "basic"], "graph_optimization extended -> basic")])
+def test_resume_with_another_runtime_is_refused(tmp_path, capsys, option, change):
+    samples = tmp_path / "s.jsonl"
+    assert main(["profile", "-o", str(samples), *TINY, "--scale", "0.02"]) == 0
+    before = samples.read_text()
+    assert main(["profile", "-o", str(samples), *TINY, "--scale", "0.1", *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds samples of another runtime" in err[0] and change in err[0]
+    assert samples.read_text() == before
+
+
+@needs_sklearn
 def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
     samples = tmp_path / "s.jsonl"
-    with SampleWriter(samples, {"device": {"name": "x"}, "runtime": {}}) as writer:
+    runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",
+               "graph_optimization": "extended", "intra_op_threads": 1, "precision": "fp32"}
+    with SampleWriter(samples, {"device": {"name": "x"}, "runtime": runtime}) as writer:
         rng = np.random.default_rng(0)
         for index in range(40):
             elements = float(2 ** rng.uniform(8, 22))
@@ -75,6 +97,7 @@ def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
     assert load_pack(tmp_path / "p.yaml").models["relu"].runtime.fit["samples"] == 40
 
 
+@needs_sklearn
 def test_log_target_fit_is_relative_error_and_held_out():
     rng = np.random.default_rng(1)
     macs = 2 ** rng.uniform(10, 32, size=300)
@@ -100,6 +123,7 @@ def test_dry_run_prints_plan(capsys):
     assert "conv" in out and "est. minutes" in out
 
 
+@needs_ort
 def test_unknown_device_and_unwritable_output(tmp_path, capsys):
     assert main(["profile", "-o", str(tmp_path / "s.jsonl"), "--device", "tpu", *TINY]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
@@ -109,64 +133,126 @@ def test_unknown_device_and_unwritable_output(tmp_path, capsys):
     assert "cannot write samples" in capsys.readouterr().err
 
 
-def test_cuda_backend_refuses_silent_cpu_fallback(monkeypatch):
-    from npower.profile import backends
+class FakeOptions:
+    """onnxruntime.SessionOptions as the backends use it."""
 
-    class FakeSession:
-        def __init__(self, *args, **kwargs):
+    def __init__(self):
+        self.config: dict[str, str] = {}
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        self.config[key] = value
+
+
+def fake_ort(session_class, providers=("CUDAExecutionProvider", "CPUExecutionProvider")):
+    """Just enough of the onnxruntime module for the CUDA backend, with `session_class` as InferenceSession."""
+    levels = types.SimpleNamespace(ORT_DISABLE_ALL=0, ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
+    return types.SimpleNamespace(__version__="fake", get_available_providers=lambda: list(providers),
+                                 InferenceSession=session_class, SessionOptions=FakeOptions,
+                                 GraphOptimizationLevel=levels, ExecutionMode=types.SimpleNamespace(ORT_SEQUENTIAL=0),
+                                 OrtValue=types.SimpleNamespace(ortvalue_from_numpy=lambda *a: a))
+
+
+class FakeMeter:
+    """A PowerMeter reading 250 W while its window runs the model twice."""
+
+    @classmethod
+    def open(cls, device_id: int = 0) -> "FakeMeter":
+        return cls()
+
+    def window(self, run, seconds):
+        run()
+        run()
+        return {"watts": 250.0, "power_method": "fake"}
+
+
+def cuda_backend(monkeypatch, session_class, providers=("CUDAExecutionProvider", "CPUExecutionProvider")):
+    monkeypatch.setattr(backends, "import_onnxruntime", lambda: fake_ort(session_class, providers))
+    monkeypatch.setattr(backends, "PowerMeter", FakeMeter)
+    policy = backends.TimingPolicy(warmup_runs=1, min_runs=3, min_seconds=0.0, max_seconds=1.0)
+    return backends.OrtCudaBackend(policy=policy)
+
+
+def test_cuda_backend_refuses_silent_cpu_fallback(monkeypatch):
+    class CpuOnlySession:
+        def __init__(self, model, options, providers):
             pass
 
         def get_providers(self):
             return ["CPUExecutionProvider"]
 
-    fake_ort = types.SimpleNamespace(get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                     InferenceSession=FakeSession, __version__="fake")
-    backend = backends.OrtCudaBackend.__new__(backends.OrtCudaBackend)
-    backend.ort, backend.threads, backend.optimization, backend.device_id = fake_ort, 1, "extended", 0
-    monkeypatch.setattr(backends, "session_options", lambda *a: None)
     with pytest.raises(NpowerError, match="fell back to CPUExecutionProvider"):
-        backend.session(b"model")
+        cuda_backend(monkeypatch, CpuOnlySession).measure(b"model", {})
+
+
+def test_cuda_backend_refuses_a_single_node_on_the_cpu(monkeypatch):
+    """onnxruntime places a node without a CUDA kernel on the CPU and still lists CUDA first; the session
+    must be opened with CPU fallback disabled, which makes onnxruntime refuse instead (its message)."""
+    class PartlyCpuSession:
+        def __init__(self, model, options, providers):
+            if options.config.get("session.disable_cpu_ep_fallback") == "1":
+                raise RuntimeError("This session contains graph nodes that are assigned to the default CPU EP, "
+                                   "but fallback to CPU EP has been explicitly disabled by the user.")
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    with pytest.raises(backends.CpuFallbackError, match="no CUDA kernel"):
+        cuda_backend(monkeypatch, PartlyCpuSession).measure(b"model", {})
+
+
+def test_cuda_measure_binds_inputs_on_the_gpu_and_multiplies_power_by_time(monkeypatch):
+    runs, bound = [], []
+
+    class Binding:
+        def bind_ortvalue_input(self, name, value):
+            bound.append((name, value[1:]))
+
+        def bind_output(self, name, device, index):
+            bound.append((name, (device, index)))
+
+    class GpuSession:
+        def __init__(self, model, options, providers):
+            assert providers == [("CUDAExecutionProvider", {"device_id": 0})]
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_outputs(self):
+            return [types.SimpleNamespace(name="y")]
+
+        def io_binding(self):
+            return Binding()
+
+        def run_with_iobinding(self, binding):
+            runs.append(binding)
+
+    result = cuda_backend(monkeypatch, GpuSession).measure(b"model", {"x": np.zeros(4, np.float32)})
+    assert bound == [("x", ("cuda", 0)), ("y", ("cuda", 0))]
+    assert len(runs) == 1 + 3 + 2  # warm-up, timed runs, the power loop's runs: all through the binding
+    assert result.runs == 3 and result.watts == 250.0
+    assert result.energy_mj == pytest.approx(250.0 * result.median_ms)  # W x ms = mJ
+    assert result.extra == {"power_method": "fake"}
 
 
 def test_missing_nvml_and_missing_cuda_are_clear(monkeypatch):
     import sys
-    from npower.profile import backends
     monkeypatch.setitem(sys.modules, "pynvml", None)
     with pytest.raises(NpowerError, match="nvidia-ml-py is not installed"):
-        backends.Nvml()
+        backends.PowerMeter.open()
+    monkeypatch.setattr(backends, "import_onnxruntime", lambda: fake_ort(None, providers=["CPUExecutionProvider"]))
     with pytest.raises(NpowerError, match="no CUDAExecutionProvider"):
         backends.OrtCudaBackend()
 
 
-def test_nvml_energy_counter_gives_average_power():
-    from npower.profile import backends
-    clock = {"mj": 0}
-
-    class FakeNvml:
-        NVMLError = RuntimeError
-        NVML_TEMPERATURE_GPU = NVML_CLOCK_SM = 0
-
-        @staticmethod
-        def nvmlDeviceGetTotalEnergyConsumption(handle):
-            return clock["mj"]
-
-        @staticmethod
-        def nvmlDeviceGetTemperature(handle, sensor):
-            return 50
-
-        @staticmethod
-        def nvmlDeviceGetClockInfo(handle, clock_type):
-            return 1500
-
-    nvml = backends.Nvml.__new__(backends.Nvml)
-    nvml.nv, nvml.handle, nvml.has_energy = FakeNvml, None, True
-
-    def run():  # each run: 1 ms of wall time at 250 W = 250 mJ per second
-        import time
-        start = time.perf_counter()
-        while time.perf_counter() - start < 1e-3:
-            pass
-        clock["mj"] += 250
-
-    watts, extra = nvml.average_power(run, 0.05)
-    assert 150 < watts <= 250 and extra["power_method"] == "energy_counter"
+def test_planning_reads_shapes_without_materialising_weights(monkeypatch):
+    from npower.features import extract
+    from npower.graph import load_graph
+    from npower.profile import runner
+    built = []
+    real = runner.build_model
+    monkeypatch.setattr(runner, "build_model", lambda config, *a, **kw: built.append(real(config, *a, **kw)) or built[-1])
+    planned = runner.make_plan(0.05, 0, None, [], runner.Budget())
+    assert built and all(len(init.raw_data) <= 64 * 8 for model in built for init in model.graph.initializer)
+    for item in planned:  # the features equal those of the graph with its real random weights
+        full = extract(load_graph(real(item.config)).nodes[0])
+        assert (full.kind, full.features, full.specials) == (item.layer.kind, item.layer.features, item.layer.specials)

@@ -1,21 +1,28 @@
-"""Measurement backends: onnxruntime CPU and onnxruntime CUDA (+ NVML power).
+"""Measurement backends: onnxruntime CPU and onnxruntime CUDA (+ NVML power, `power.PowerMeter`).
 
-One interface: Backend.measure(model_bytes, feeds) -> Measurement. Timing: warm-up, then
-repeated runs until both a minimum count and a minimum duration are reached (or a cap);
-median, p10 and p90 recorded.
+Every onnxruntime session npower opens is opened here, through one protocol (`Backend`):
+`measure` times a model (a single node or a whole network), `profile_kernels` runs the
+runtime's own per-kernel profiler. Timing: warm-up, then repeated runs until both a minimum
+count and a minimum duration are reached (or a cap); median, p10 and p90 recorded. A PyTorch
+backend implements the same protocol.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
-import threading
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
+import onnx
 
 from ..errors import NpowerError
+from .power import PowerMeter
+
+Feeds = dict[str, np.ndarray]
 
 
 @dataclass
@@ -39,6 +46,48 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel of the runtime's executed graph: its mean time per inference and the tensors it
+    reads and writes (names of the runtime's optimised graph; the original graph's where kept)."""
+
+    name: str
+    op_type: str
+    ms: float
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass
+class KernelProfile:
+    """Per-kernel times of a whole network, and the mean inference time the profiler measured."""
+
+    kernels: list[KernelTime]
+    total_ms: float
+
+
+class Backend(Protocol):
+    """What npower needs from a runtime on a device: timings, a kernel profile, and what it is."""
+
+    policy: TimingPolicy
+
+    def measure(self, model: bytes, feeds: Feeds) -> Measurement:
+        """Time whole inferences of a serialized ONNX model (power and energy where measurable)."""
+
+    def profile_kernels(self, model: bytes, feeds: Feeds, runs: int) -> KernelProfile:
+        """The runtime's own per-kernel profile over `runs` inferences after the warm-up."""
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The runtime as a pack's `runtime` mapping."""
+
+    def device_info(self) -> dict[str, Any]:
+        """The device as a pack's `device` mapping."""
+
+
+class CpuFallbackError(RuntimeError):
+    """A node has no kernel on the requested provider: onnxruntime would have run it on the CPU."""
 
 
 def time_runs(run: Callable[[], None], policy: TimingPolicy) -> tuple[list[float], float]:
@@ -87,6 +136,32 @@ def session_options(ort, threads: int, optimization: str):
     return options
 
 
+def kernel_profile(events: list[dict[str, Any]], executed: onnx.GraphProto, skip: int) -> KernelProfile:
+    """Mean per-kernel and per-inference ms from onnxruntime's profile events, ignoring the first
+    `skip` inferences; each kernel's tensors come from the optimised graph that ran."""
+    durations: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    runs: list[float] = []
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            kernel = name[: -len("_kernel_time")]
+            durations.setdefault(kernel, []).append(event["dur"] / 1000.0)
+            ops[kernel] = event.get("args", {}).get("op_name", "")
+        elif event.get("cat") == "Session" and name == "model_run":
+            runs.append(event["dur"] / 1000.0)
+    nodes = {node.name: node for node in executed.node}
+    kernels = []
+    for kernel, times in durations.items():
+        node = nodes.get(kernel)
+        kept = times[skip:] or times
+        kernels.append(KernelTime(kernel, ops[kernel], float(np.mean(kept)),
+                                  tuple(node.input) if node is not None else (),
+                                  tuple(node.output) if node is not None else ()))
+    kept_runs = runs[skip:] or runs
+    return KernelProfile(kernels, float(np.mean(kept_runs)) if kept_runs else float("nan"))
+
+
 class OrtCpuBackend:
     """onnxruntime on the CPU execution provider."""
 
@@ -98,14 +173,51 @@ class OrtCpuBackend:
         self.optimization = optimization
         self.policy = policy or TimingPolicy()
 
-    def session(self, model_bytes: bytes):
-        options = session_options(self.ort, self.threads, self.optimization)
-        return self.ort.InferenceSession(model_bytes, options, providers=[self.provider])
+    def options(self):
+        """Session options of this backend's runtime (threads, optimisation level)."""
+        return session_options(self.ort, self.threads, self.optimization)
 
-    def measure(self, model_bytes: bytes, feeds: dict[str, np.ndarray]) -> Measurement:
-        sess = self.session(model_bytes)
-        times, _ = time_runs(lambda: sess.run(None, feeds), self.policy)
-        return summarize(times)
+    def session(self, model: bytes, options=None):
+        return self.ort.InferenceSession(model, options or self.options(), providers=[self.provider])
+
+    def runner(self, sess, feeds: Feeds) -> Callable[[], None]:
+        """One inference of `sess` on `feeds`."""
+        return lambda: sess.run(None, feeds)
+
+    def measure(self, model: bytes, feeds: Feeds) -> Measurement:
+        run = self.runner(self.session(model), feeds)
+        times, _ = time_runs(run, self.policy)
+        return self.with_power(summarize(times), run)
+
+    def with_power(self, result: Measurement, run: Callable[[], None]) -> Measurement:
+        """Add power and energy to a timing (the CPU provider has no power readings)."""
+        return result
+
+    def profile_kernels(self, model: bytes, feeds: Feeds, runs: int = 10) -> KernelProfile:
+        """onnxruntime's per-node profile over `runs` inferences after the warm-up."""
+        def loop(run: Callable[[], None]) -> None:
+            for _ in range(self.policy.warmup_runs + runs):
+                run()
+        return kernel_profile(*self.trace(model, feeds, loop), self.policy.warmup_runs)
+
+    def trace(self, model: bytes, feeds: Feeds, loop: Callable[[Callable[[], None]], Any]
+              ) -> tuple[list[dict[str, Any]], onnx.GraphProto]:
+        """onnxruntime's profile events while `loop(run)` runs inferences, and the optimised graph that ran;
+        both live in a folder removed on return."""
+        with tempfile.TemporaryDirectory(prefix="npower-prof-") as folder:
+            options = self.options()
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(folder, "run")
+            options.optimized_model_filepath = os.path.join(folder, "executed.onnx")
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                             "executed.data")
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "64")
+            sess = self.session(model, options)
+            loop(self.runner(sess, feeds))
+            with open(sess.end_profiling()) as handle:
+                events = json.load(handle)
+            executed = onnx.load(os.path.join(folder, "executed.onnx"), load_external_data=False).graph
+        return events, executed
 
     def runtime_info(self) -> dict[str, Any]:
         return {"name": "onnxruntime", "version": self.ort.__version__, "execution_provider": self.provider,
@@ -118,7 +230,8 @@ class OrtCpuBackend:
 
 
 class OrtCudaBackend(OrtCpuBackend):
-    """onnxruntime-gpu on CUDA with I/O binding, NVML energy or power polling."""
+    """onnxruntime-gpu on CUDA with I/O binding, NVML energy or power polling. No node may fall back to
+    the CPU: the session refuses (`session.disable_cpu_ep_fallback`), so no CPU time is recorded as GPU time."""
 
     provider = "CUDAExecutionProvider"
 
@@ -134,111 +247,46 @@ class OrtCudaBackend(OrtCpuBackend):
             raise NpowerError("onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu (not onnxruntime)")
         self.device_id = device_id
         self.power_seconds = power_seconds
-        self.nvml = Nvml(device_id)
+        self.meter = PowerMeter.open(device_id)
 
-    def session(self, model_bytes: bytes):
-        options = session_options(self.ort, self.threads, self.optimization)
-        sess = self.ort.InferenceSession(model_bytes, options,
-                                         providers=[(self.provider, {"device_id": self.device_id})])
+    def options(self):
+        options = super().options()
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return options
+
+    def session(self, model: bytes, options=None):
+        try:
+            sess = self.ort.InferenceSession(model, options or self.options(),
+                                             providers=[(self.provider, {"device_id": self.device_id})])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if "fallback to CPU EP has been explicitly disabled" in str(exc):
+                raise CpuFallbackError("a node has no CUDA kernel in this onnxruntime and would run on the CPU") \
+                    from exc
+            raise
         actual = sess.get_providers()[0]
         if actual != self.provider:
             raise NpowerError(f"onnxruntime fell back to {actual}: the session does not run on CUDA "
                               "(check the CUDA/cuDNN libraries); refusing to record CPU timings as GPU ones")
         return sess
 
-    def measure(self, model_bytes: bytes, feeds: dict[str, np.ndarray]) -> Measurement:
-        sess = self.session(model_bytes)
+    def runner(self, sess, feeds: Feeds) -> Callable[[], None]:
         binding = sess.io_binding()
         for name, value in feeds.items():
             binding.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(value, "cuda", self.device_id))
         for output in sess.get_outputs():
             binding.bind_output(output.name, "cuda", self.device_id)
+        return lambda: sess.run_with_iobinding(binding)
 
-        def run() -> None:
-            sess.run_with_iobinding(binding)
-
-        times, _ = time_runs(run, self.policy)
-        result = summarize(times)
-        result.watts, result.extra = self.nvml.average_power(run, self.power_seconds)
+    def with_power(self, result: Measurement, run: Callable[[], None]) -> Measurement:
+        """Average board power while the model loops for `power_seconds`; energy per inference = W x ms."""
+        window = self.meter.window(run, self.power_seconds)
+        result.watts = window.get("watts")
         result.energy_mj = result.watts * result.median_ms if result.watts is not None else None
+        result.extra = {key: value for key, value in window.items() if key != "watts"}
         return result
 
     def device_info(self) -> dict[str, Any]:
-        return {**self.nvml.info(), "kind": "gpu", "vendor": "NVIDIA"}
-
-
-class Nvml:
-    """NVML through nvidia-ml-py: energy counter where present, else <= 10 ms power polling."""
-
-    def __init__(self, device_id: int = 0):
-        try:
-            import pynvml
-        except ImportError:
-            raise NpowerError("nvidia-ml-py is not installed (pip install nvidia-ml-py): no GPU power readings") from None
-        try:
-            pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_id)
-        except pynvml.NVMLError as exc:
-            raise NpowerError(f"NVML unavailable ({exc}): is the NVIDIA driver installed?") from exc
-        self.nv = pynvml
-        self.has_energy = self._probe_energy()
-
-    def _probe_energy(self) -> bool:
-        try:
-            self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            return True
-        except self.nv.NVMLError:
-            return False
-
-    def info(self) -> dict[str, Any]:
-        nv, h = self.nv, self.handle
-        name = nv.nvmlDeviceGetName(h)
-        memory = nv.nvmlDeviceGetMemoryInfo(h).total / 2 ** 30
-        return {"name": name.decode() if isinstance(name, bytes) else name,
-                "driver": _text(nv.nvmlSystemGetDriverVersion()),
-                "memory_gb": round(memory, 1),
-                "power_limit_w": nv.nvmlDeviceGetPowerManagementLimit(h) / 1000.0,
-                "sm_clock_max_mhz": nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM),
-                "mem_clock_max_mhz": nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM),
-                "idle_power_w": nv.nvmlDeviceGetPowerUsage(h) / 1000.0,
-                "power_source": "nvml total energy counter" if self.has_energy else "nvml power polling (10 ms)"}
-
-    def state(self) -> dict[str, Any]:
-        nv, h = self.nv, self.handle
-        return {"temperature_c": nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
-                "sm_clock_mhz": nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)}
-
-    def average_power(self, run: Callable[[], None], seconds: float) -> tuple[float | None, dict[str, Any]]:
-        """Average board power (W) while `run` loops for `seconds`."""
-        if self.has_energy:
-            start_mj = self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            start = time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                run()
-            elapsed = time.perf_counter() - start
-            delta_mj = self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle) - start_mj
-            return delta_mj / 1000.0 / elapsed, {**self.state(), "power_method": "energy_counter"}
-        samples: list[float] = []
-        stop = threading.Event()
-
-        def poll() -> None:
-            while not stop.is_set():
-                samples.append(self.nv.nvmlDeviceGetPowerUsage(self.handle) / 1000.0)
-                stop.wait(0.01)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            run()
-        stop.set()
-        poller.join()
-        watts = float(np.mean(samples)) if samples else None
-        return watts, {**self.state(), "power_method": "polling_10ms", "power_samples": len(samples)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return {**self.meter.info(), "kind": "gpu", "vendor": "NVIDIA"}
 
 
 def cpu_name() -> str:
@@ -273,10 +321,13 @@ BACKENDS = {"cpu": OrtCpuBackend, "cuda": OrtCudaBackend}
 
 
 def make_backend(device: str, threads: int, optimization: str, policy: TimingPolicy):
-    """Backend for a --device string ('cpu' or 'cuda' / 'cuda:N')."""
+    """Backend for a --device string ('cpu' or 'cuda' / 'cuda:N'; 'torch-' before one: PyTorch eager)."""
+    if device.startswith("torch-"):
+        from .torch_backend import make_torch_backend
+        return make_torch_backend(device[len("torch-"):], policy)
     name, _, index = device.partition(":")
     if name not in BACKENDS or (index and not index.isdigit()):
-        raise NpowerError(f"unknown device '{device}': use one of cpu, cuda, cuda:N")
+        raise NpowerError(f"unknown device '{device}': use one of cpu, cuda, cuda:N, torch-cpu, torch-cuda, torch-cuda:N")
     if name == "cuda":
         return OrtCudaBackend(threads, optimization, policy, device_id=int(index or 0))
     return OrtCpuBackend(threads, optimization, policy)

@@ -27,14 +27,17 @@ def _weight_values(spec: dict, rng: np.random.Generator) -> np.ndarray:
     return (rng.standard_normal(shape) * math.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
 
 
-def build_model(config: Config, seed: int = 0) -> onnx.ModelProto:
-    """One graph holding exactly the configured node; weights are initializers."""
+def build_model(config: Config, seed: int = 0, values: bool = True) -> onnx.ModelProto:
+    """One graph holding exactly the configured node; weights are initializers.
+    values=False: random weights are shape-only initializers (for feature extraction, not for running)."""
     rng = np.random.default_rng(seed)
     graph_inputs, initializers, names = [], [], []
     for index, spec in enumerate(config["inputs"]):
         name = f"x{index}"
         names.append(name)
-        if spec["weight"]:
+        if spec["weight"] and not values and "value" not in spec:
+            initializers.append(TensorProto(name=name, data_type=TensorProto.FLOAT, dims=spec["shape"]))
+        elif spec["weight"]:
             initializers.append(numpy_helper.from_array(_weight_values(spec, rng), name))
         else:
             graph_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, spec["shape"]))

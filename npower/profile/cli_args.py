@@ -10,7 +10,7 @@ Lazy = Callable[[str, str], Callable[[argparse.Namespace], int]]
 def add_profile_parsers(sub, lazy: Lazy) -> None:
     profile = sub.add_parser("profile", help="measure single-node graphs on a device into a sample file")
     profile.add_argument("-o", "--output", required=True, help="sample file (.jsonl); resumed if it exists")
-    profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    profile.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (onnxruntime); torch-cpu, torch-cuda, torch-cuda:N (PyTorch eager)")
     profile.add_argument("--threads", type=int, default=1, help="intra-op threads (recorded in the pack)")
     profile.add_argument("--optimization", default="extended", choices=["disabled", "basic", "extended", "all"])
     profile.add_argument("--scale", type=float, default=1.0, help="multiply every kind's default sample count")
@@ -27,7 +27,10 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     profile.set_defaults(run=lazy("profile.commands", "cmd_profile"))
 
     fit = sub.add_parser("fit", help="fit a pack from a sample file")
-    fit.add_argument("samples", help="sample file written by `npower profile`")
+    fit.add_argument("samples", nargs="?", help="sample file written by `npower profile`")
+    fit.add_argument("--from-neusight", metavar="DIR", help="fit from the public NeuSight operator measurements "
+                     "instead (../shared/data/neusight, or a clone of sitar-lab/NeuSight); needs --device")
+    fit.add_argument("--device", metavar="GPU", help="with --from-neusight: the GPU (e.g. 'Tesla V100-PCIE-32GB', V100)")
     fit.add_argument("-o", "--output", required=True, help="pack .yaml to write")
     fit.add_argument("--name", help="pack name (default: output file stem)")
     fit.add_argument("--folds", type=int, default=5, help="outer folds for the held-out error")
@@ -39,12 +42,15 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     validate.add_argument("models", nargs="+", help="ONNX files or zoo:NAME")
     validate.add_argument("--gpu", required=True, metavar="PACK")
     validate.add_argument("--profiles", action="append", default=[], metavar="DIR")
-    validate.add_argument("--batch", type=int)
-    validate.add_argument("--runs", type=int, default=30, help="timed runs per network (median)")
+    validate.add_argument("--batch", type=int, help="batch size of every network (default: the model's own; zoo: 1)")
+    validate.add_argument("--runs", type=int, default=30,
+                          help="timed runs per network; the median is reported (default: %(default)s)")
     validate.add_argument("--predictor", choices=["npower", "paleo"], default="npower")
     validate.add_argument("--no-fusion", action="store_true")
     validate.add_argument("--layers", action="store_true", help="per-layer comparison with onnxruntime's profile")
-    validate.add_argument("--format", choices=["table", "json"], default="table")
+    validate.add_argument("--format", choices=["table", "json"], default="table", help="(default: %(default)s)")
     validate.add_argument("-o", "--output")
     validate.add_argument("--record", action="store_true", help="write the figures into the pack's provenance")
+    validate.add_argument("--label", metavar="JSON", help="compare with a recorded whole-model label "
+                          "(<model>-inf-<seqlen>-<batch>.json + .csv, NeuSight layout) instead of measuring")
     validate.set_defaults(run=lazy("validate", "cmd_validate"))

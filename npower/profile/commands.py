@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..errors import NpowerError
@@ -16,7 +17,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     budget = Budget() if args.max_macs is None else Budget(max_macs=args.max_macs)
     if args.device != "cpu":
         budget = Budget(max_macs=args.max_macs or 2e11, max_bytes=8e9, max_elements=2e9)
+    started = time.perf_counter()
     plan = make_plan(args.scale, args.seed, kinds, args.from_models, budget)
+    if not args.quiet:
+        print(f"planned {len(plan)} samples in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.dry_run:
         dry_run(plan, policy)
         return 0
@@ -35,8 +39,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..fit import fit_pack, format_fit_table
-    pack, table = fit_pack(args.samples, name=args.name or Path(args.output).stem, folds=args.folds,
-                           max_degree=args.max_degree, seed=args.seed, log=sys.stderr)
+    if bool(args.samples) == bool(args.from_neusight) or bool(args.from_neusight) != bool(args.device):
+        raise NpowerError("fit: give a sample file, or --from-neusight DIR with --device GPU")
+    if args.from_neusight:
+        from ..importers.neusight import fit_neusight
+        pack, table, _ = fit_neusight(args.from_neusight, args.device, args.folds, args.max_degree, args.seed)
+        pack.name = args.name or pack.name
+    else:
+        pack, table = fit_pack(args.samples, name=args.name or Path(args.output).stem, folds=args.folds,
+                               max_degree=args.max_degree, seed=args.seed, log=sys.stderr)
     pack.save(args.output)
     print(format_fit_table(table))
     print(f"wrote {args.output}")

@@ -14,8 +14,10 @@ from .. import __version__
 from ..errors import NpowerError
 from ..features import LayerFeatures, extract
 from ..graph import load_graph
+from .backends import Backend
 from .build import build_model, make_feeds
 from .harvest import harvest
+from .ort_trace import kernel_rows, traces_kernels
 from .plan import Config, config_key, generate
 from .store import SampleWriter, read_samples
 
@@ -39,7 +41,7 @@ class Planned:
 
 def _layer(config: Config) -> LayerFeatures | None:
     try:
-        graph = load_graph(build_model(config))
+        graph = load_graph(build_model(config, values=False))
     except NpowerError:
         return None
     return extract(graph.nodes[0])
@@ -96,7 +98,7 @@ def dry_run(plan: list[Planned], policy, out=None) -> None:
     print(f"{'total':16s} {len(plan):8d} {total / 60:13.1f}  (estimate for a CPU; real time varies)", file=out)
 
 
-def measure_peaks(backend) -> dict[str, float]:
+def measure_peaks(backend: Backend) -> dict[str, float]:
     """Peak compute (large GEMM) and memory bandwidth (large streaming op) of the device."""
     gemm = {"op": "MatMul", "attrs": {}, "inputs": [{"shape": [1024, 1024], "weight": False},
                                                    {"shape": [1024, 1024], "weight": True}]}
@@ -132,7 +134,7 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def run_profile(out_path: str, backend, plan: list[Planned], seed: int, progress: bool = True) -> dict[str, Any]:
+def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int, progress: bool = True) -> dict[str, Any]:
     """Measure every planned config not yet in the sample file. Returns a summary."""
     existing = read_samples(out_path).keys if _exists(out_path) else set()
     todo = [item for item in plan if item.key not in existing]
@@ -147,10 +149,10 @@ def run_profile(out_path: str, backend, plan: list[Planned], seed: int, progress
     with SampleWriter(out_path, header) as writer:
         try:
             for item in todo:
-                row = _measure(backend, item, seed)
-                writer.append(row)
+                for row in _measure(backend, item, seed):
+                    writer.append(row)
+                    failed += bool(row.get("error"))
                 measured += 1
-                failed += bool(row.get("error"))
                 bar.step(item.kind)
         except KeyboardInterrupt:
             bar.finish()
@@ -167,17 +169,20 @@ def _exists(path: str) -> bool:
     return Path(path).exists() and Path(path).stat().st_size > 0
 
 
-def _measure(backend, item: Planned, seed: int) -> dict[str, Any]:
+def _measure(backend: Backend, item: Planned, seed: int) -> list[dict[str, Any]]:
+    """The sample row of a planned config; one per kernel where the runtime splits it (ort_trace)."""
     row: dict[str, Any] = {"type": "sample", "key": item.key, "kind": item.kind, "config": item.config,
                            "features": item.layer.features, "specials": item.layer.specials}
     try:
+        if traces_kernels(backend):
+            return kernel_rows(backend, item.config, seed, row)
         model = build_model(item.config, seed).SerializeToString()
         measurement = backend.measure(model, make_feeds(item.config, seed))
         row.update(measurement.to_dict())
     except NpowerError:
         raise  # the backend refused (e.g. CUDA fell back to CPU): stop, nothing measured is wrong
-    except Exception as exc:  # noqa: BLE001 - OOM, unsupported config...: recorded in the row, the sweep goes on
+    except Exception as exc:  # noqa: BLE001 - OOM, unsupported config, no CUDA kernel: recorded in the row
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
     if not np.isfinite(row.get("median_ms", 0.0)):
         row["error"] = "non-finite timing"
-    return row
+    return [row]

@@ -1,7 +1,8 @@
 """Append-only sample store (JSON lines): a header row, then one row per measured config.
 
 Each row is flushed and fsynced as it is written, so a kill loses at most the sample in
-flight. Reading skips (and reports) corrupt rows, keeping the good ones.
+flight. Reading skips (and reports) corrupt rows, keeping the good ones. A file holds the
+samples of one device and runtime (its header's): appending with another is refused.
 """
 from __future__ import annotations
 
@@ -57,6 +58,30 @@ def read_samples(path: str | os.PathLike) -> SampleFile:
     return SampleFile(header, samples, bad)
 
 
+def _first_row(handle) -> dict[str, Any]:
+    handle.seek(0)
+    try:
+        row = json.loads(handle.readline())
+    except json.JSONDecodeError:
+        return {}
+    return row if isinstance(row, dict) and row.get("type") == "header" else {}
+
+
+def check_same_runtime(path: Path, existing: dict[str, Any], header: dict[str, Any]) -> None:
+    """Samples are bound to the device and runtime that measured them: refuse to append samples measured
+    with another one (threads, optimisation level, provider, version) to an existing file."""
+    if not existing:
+        raise NpowerError(f"{path}: cannot resume: the file has no header row saying which runtime measured it")
+    old, new = existing.get("runtime", {}), header.get("runtime", {})
+    changed = [f"{key} {old[key]} -> {new[key]}" for key in sorted(old.keys() & new.keys()) if old[key] != new[key]]
+    old_device, new_device = existing.get("device", {}).get("name"), header.get("device", {}).get("name")
+    if old_device != new_device:
+        changed.append(f"device '{old_device}' -> '{new_device}'")
+    if changed:
+        raise NpowerError(f"{path} holds samples of another runtime ({', '.join(changed)}): "
+                          "write to a new sample file")
+
+
 class SampleWriter:
     """Appends rows durably; creates the file with a header when it is new."""
 
@@ -71,6 +96,7 @@ class SampleWriter:
         if fresh:
             self.append({"type": "header", **header})
         else:
+            check_same_runtime(self.path, _first_row(self.handle), header)
             self._end_partial_line()
 
     def _end_partial_line(self) -> None:

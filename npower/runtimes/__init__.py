@@ -104,6 +104,6 @@ def _text(data: Mapping, key: str, source: str) -> str:
     return value
 
 
-from . import ort_rules, torch_eager  # noqa: E402,F401  (register the rule sets)
+from . import ort_layout, ort_rules, torch_eager  # noqa: E402,F401  (register the rule sets)
 
 __all__ = ["Fusion", "Runtime", "RuleSet", "register_rules", "RULE_SETS"]

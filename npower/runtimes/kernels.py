@@ -8,6 +8,7 @@ built by the factories below with their runtime's parameters; `RuleSet`s compose
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -107,6 +108,10 @@ class RuleSet:
                     break
         return ctx.found
 
+    def extra_kernels(self, graph: Graph) -> list[Node]:
+        """Kernels the runtime adds that no graph node stands for (layout reorders): costed as rows of their own."""
+        return []
+
 
 def _all_constant(node: Node, constant: set[str]) -> bool:
     inputs = [t for t in node.inputs if t is not None]
@@ -117,15 +122,15 @@ def _has_const_input(node: Node) -> bool:
     return any(t is not None and t.is_weight for t in node.inputs)
 
 
-def _group_end(ctx: Context, node: Node, host_types: set[str]) -> Node | None:
-    """If node's input 0 ends a group hosted by one of host_types and nothing else reads it."""
-    before = ctx.source(node)
+def _group_end(ctx: Context, node: Node, host_types: set[str], index: int = 0) -> Node | None:
+    """If node's input `index` ends a group hosted by one of host_types and nothing else reads it."""
+    before = ctx.source(node, index)
     if before is None or ctx.sole_reader(before) is not node:
         return None
     host = ctx.by_name[ctx.host_of(before)]
     if host.op_type not in host_types or ctx.found.get(host.name, Fusion()).kernel is not None:
         return None
-    return before if ctx.tail.get(host.name, host.outputs[0].name) == node.inputs[0].name else None
+    return before if ctx.tail.get(host.name, host.outputs[0].name) == node.inputs[index].name else None
 
 
 def conv_affine() -> Rule:
@@ -134,7 +139,7 @@ def conv_affine() -> Rule:
         if node.op_type == "BatchNormalization" or (node.op_type in ("Mul", "Add") and _has_const_input(node)
                                                     and len(node.inputs) == 2):
             before = _group_end(ctx, node, {"Conv"})
-            if before is not None:
+            if before is not None and before.op_type in ("Conv", "BatchNormalization", "Mul", "Add"):  # not after an activation
                 ctx.absorb(node, before)
     return rule
 
@@ -150,18 +155,22 @@ def activation(hosts: set[str], activations: set[str], costs: bool) -> Rule:
     return rule
 
 
-def matmul_bias(op_type: str) -> Rule:
-    """MatMul + constant bias Add runs as one GEMM with bias (`op_type`: the kernel's op; Gemm is 2-D only,
-    so other ranks keep MatMul, with the bias as a third input)."""
+def matmul_bias() -> Rule:
+    """MatMul by a 2-D weight + constant bias Add runs as one Gemm with bias; an N-D first operand is
+    flattened to 2-D around it (onnxruntime's MatMulAddFusion adds the Reshapes, which are views)."""
     def rule(ctx: Context, node: Node) -> None:
         if node.op_type != "Add" or len(node.inputs) != 2 or not _has_const_input(node):
             return
         before = _group_end(ctx, node, {"MatMul"})
         if before is None:
             return
+        a, b = before.inputs[0], before.inputs[1]
+        if a is None or b is None or not a.known or not b.known or len(a.shape) < 2 or len(b.shape) != 2:
+            return
         bias = next(t for t in node.inputs if t is not None and t.is_weight)
-        two_d = all(t is not None and t.shape is not None and len(t.shape) == 2 for t in before.inputs)
-        ctx.merge([node], before, op_type if two_d or op_type != "Gemm" else "MatMul", [*before.inputs, bias])
+        flat = a if len(a.shape) == 2 else Tensor(f"{a.name}/2d", (math.prod(a.shape[:-1]), a.shape[-1]), a.dtype,
+                                                   a.itemsize, a.is_weight)
+        ctx.merge([node], before, "Gemm", [flat, b, bias])
         ctx.tail[before.name] = node.outputs[0].name
     return rule
 
@@ -185,10 +194,54 @@ def transposed_operand() -> Rule:
             before = ctx.source(node, index)
             if before is None or before.op_type != "Transpose" or ctx.sole_reader(before) is not node:
                 continue
-            perm = list(before.attrs.get("perm", []))
+            perm = _perm(ctx, before)
             rank = len(perm)
             if rank >= 2 and perm[:-2] == list(range(rank - 2)) and perm[-2:] == [rank - 1, rank - 2]:
                 ctx.found[before.name] = Fusion(host=node.name)
+    return rule
+
+
+def _perm(ctx: Context, transpose: Node) -> list[int]:
+    """A Transpose's permutation, the composed one where it absorbed the Transpose before it."""
+    fusion = ctx.found.get(transpose.name)
+    attrs = fusion.kernel.attrs if fusion is not None and fusion.kernel is not None else transpose.attrs
+    return list(attrs.get("perm", []))
+
+
+def transpose_chain() -> Rule:
+    """A Transpose of a Transpose that nothing else reads runs as one Transpose with the composed
+    permutation, or none where they cancel (onnxruntime's transpose optimizer, basic level)."""
+    def rule(ctx: Context, node: Node) -> None:
+        before = ctx.source(node)
+        if node.op_type != "Transpose" or before is None or before.op_type != "Transpose" \
+                or ctx.sole_reader(before) is not node or before.name in ctx.found or before.inputs[0] is None:
+            return
+        first, second = list(before.attrs.get("perm", [])), list(node.attrs.get("perm", []))
+        if not first or len(first) != len(second):
+            return
+        composed = [first[axis] for axis in second]
+        if composed == sorted(composed):
+            for member in (before, node):
+                ctx.found[member.name] = Fusion(free=True, why=f"cancels {before.name if member is node else node.name}")
+            return
+        ctx.merge([before], node, "Transpose", [before.inputs[0]], {"perm": composed})
+    return rule
+
+
+def conv_add_relu() -> Rule:
+    """Conv (with what folded into it) -> Add of another tensor -> Relu runs as one kernel that adds the
+    other tensor and applies Relu in its epilogue (onnxruntime's Conv+Add+Relu fusion, CUDA only)."""
+    def rule(ctx: Context, node: Node) -> None:
+        add = ctx.source(node)
+        if node.op_type != "Relu" or add is None or add.op_type != "Add" or len(add.inputs) != 2 \
+                or ctx.sole_reader(add) is not node or add.name in ctx.found or _has_const_input(add):
+            return
+        for index in (0, 1):
+            before = _group_end(ctx, add, {"Conv"}, index)
+            if before is not None:
+                ctx.absorb(add, before)
+                ctx.absorb(node, add)
+                return
     return rule
 
 

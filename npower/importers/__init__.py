@@ -1,0 +1,1 @@
+"""Importers: public measurement data sets turned into npower sample files."""

@@ -1,0 +1,88 @@
+"""Per-kernel samples of runtimes that lay a graph out in kernels of their own (onnxruntime CPU at 'all').
+
+At ORT_ENABLE_ALL a single Conv runs as up to three kernels: ReorderInput, an nchwc Conv and
+ReorderOutput. A network pays the reorders only where its blocked regions begin and end, so each
+kernel is sampled on its own: the planned single-node graph runs under onnxruntime's profiler
+(timed by the backend's policy), and every kernel onnxruntime executed becomes one sample row with
+the config, kind and features of the kernel npower's rules synthesize for it, and its time per
+inference from the trace (median, p10, p90 over the timed runs). The kernels onnxruntime ran must
+be the ones the rules predict for that graph: a mismatch is recorded as the row's error (nothing
+is fitted from it), so every profiled config also checks the rules.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import onnx
+
+from ..features import extract
+from ..features_nchwc import NCHWC
+from ..graph import Graph, Node, load_graph
+from ..runtimes import Runtime, RuleSet
+from ..runtimes.ort_layout import LayoutRuleSet
+from .backends import summarize, time_runs
+from .build import build_model, make_feeds
+
+
+def traces_kernels(backend) -> bool:
+    """Does the backend's runtime run single-node graphs as kernels of its own (reorders, blocked ops)?"""
+    return isinstance(Runtime.from_dict(backend.runtime_info(), "backend").rules, LayoutRuleSet)
+
+
+def op_name(domain: str, op_type: str) -> str:
+    """A kernel's op as the rules and onnxruntime's optimised graph both name it (NCHWc ops qualified)."""
+    return f"{NCHWC}:{op_type}" if domain == NCHWC else op_type
+
+
+def costed_kernels(graph: Graph, rules: RuleSet) -> list[Node]:
+    """The kernels the rules cost for a graph: hosts (as their synthesized kernel) and runtime-added ones."""
+    fusions = rules.kernels(graph)
+    kernels = []
+    for node in graph.nodes:
+        fusion = fusions.get(node.name)
+        if fusion is None or not (fusion.host or fusion.free):
+            kernels.append(fusion.kernel if fusion is not None and fusion.kernel is not None else node)
+    return kernels + rules.extra_kernels(graph)
+
+
+def kernel_runs(events: list[dict[str, Any]], executed: onnx.GraphProto,
+                skip: int) -> dict[str, tuple[str, list[float]]]:
+    """Executed node name -> (its op, its seconds in every inference after the first `skip`)."""
+    ops = {node.name: op_name(node.domain, node.op_type) for node in executed.node}
+    runs: dict[str, list[float]] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            runs.setdefault(name[: -len("_kernel_time")], []).append(event["dur"] * 1e-6)
+    return {name: (ops.get(name, ""), times[skip:] or times) for name, times in runs.items()}
+
+
+def kernel_config(kernel: Node) -> dict[str, Any]:
+    """A synthesized kernel as a plan config (rebuilt by `build_model` for its features when fitting)."""
+    return {"op": kernel.op_type, "domain": kernel.domain, "attrs": dict(kernel.attrs),
+            "inputs": [{"shape": list(t.shape), "weight": t.is_weight} for t in kernel.inputs if t is not None],
+            "out_shape": list(kernel.outputs[0].shape)}
+
+
+def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """One sample row per kernel onnxruntime runs for the config's single-node graph (see the module doc)."""
+    rules = Runtime.from_dict(backend.runtime_info(), "backend").rules
+    expected = costed_kernels(load_graph(build_model(config, values=False)), rules)
+
+    def loop(run: Callable[[], None]) -> None:
+        time_runs(run, backend.policy)
+
+    events, executed = backend.trace(build_model(config, seed).SerializeToString(), make_feeds(config, seed), loop)
+    ran = sorted(kernel_runs(events, executed, backend.policy.warmup_runs).values(), key=lambda item: item[0])
+    ours = sorted(expected, key=lambda kernel: op_name(kernel.domain, kernel.op_type))
+    names = [op for op, _ in ran], [op_name(k.domain, k.op_type) for k in ours]
+    if names[0] != names[1]:
+        return [{**base, "error": f"onnxruntime ran {', '.join(names[0])}; "
+                                  f"npower's rules expect {', '.join(names[1])}"}]
+    rows = []
+    for kernel, (op, times) in zip(ours, ran):
+        layer = extract(kernel)
+        rows.append({**base, "kind": layer.kind, "kernel": op,
+                     "config": kernel_config(kernel) if kernel.domain == NCHWC else config,
+                     "features": layer.features, "specials": layer.specials, **summarize(times).to_dict()})
+    return rows

@@ -1,0 +1,94 @@
+"""`npower fit`: honest (nested) held-out error, what was fitted, device features shared with predict."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import linear_pack, single_node_model
+from npower import fit
+from npower.device_features import derive
+from npower.graph import load_graph
+from npower.pack import KindModels
+from npower.polynomial import SparsePolynomial
+from npower.predict import predict
+
+
+def _noise_rows(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = [{"elements": float(e), "inputs": 1.0, "broadcast": 0.0, "total_bytes": float(8 * e)}
+            for e in rng.integers(1_000, 1_000_000, n)]
+    return rows, np.exp2(rng.uniform(-2, 2, n))  # time independent of the features
+
+
+def test_outer_folds_are_never_seen_by_model_selection(monkeypatch):
+    rows, y = _noise_rows()
+    seen = []
+    original = fit._select
+
+    def spy(forms, columns, target, subset, folds, seed):
+        seen.append(set(subset.tolist()))
+        return original(forms, columns, target, subset, folds, seed)
+
+    monkeypatch.setattr(fit, "_select", spy)
+    columns = {name: np.array([r[name] for r in rows]) for name in rows[0]}
+    forms = list(fit._candidates("relu", columns, True, 2, "ridge"))
+    every = np.arange(len(y))
+    error = fit.nested_heldout(forms, columns, y, every, 4, seed=0)
+    assert len(seen) == 4 and all(len(s) < len(y) for s in seen)
+    assert set.union(*[set(every.tolist()) - s for s in seen]) == set(every.tolist())  # each row held out once
+    assert error > 30  # pure noise: the honest error stays large (the chosen form's in-fold figure is lower)
+
+
+def test_reported_error_is_nested_and_the_description_says_what_was_fitted():
+    rows, _ = _noise_rows(200, seed=1)
+    y = np.array([1e-5 * r["elements"] + 0.01 for r in rows])
+    model = fit.fit_target("relu", rows, y, True, "ms", folds=4, max_degree=2, seed=0, family="ridge")
+    assert model.fit["heldout_method"].startswith("nested cross-validation")
+    assert model.fit["form"] in model.fit["fitted"] and "ridge" in model.fit["fitted"]
+    assert model.fit["form"] in model.fit["forms_tried"]["selection_rmspe_pct"]
+    assert model.fit["heldout_rmspe_pct"] < 5
+
+
+def test_log_features_that_are_products_of_kept_ones_are_dropped():
+    rng = np.random.default_rng(0)
+    m, n, k = (rng.integers(2, 500, 50).astype(float) for _ in range(3))
+    columns = {"m": m, "n": n, "k": k, "macs": m * n * k, "batch": np.ones(50)}
+    assert fit.choose_variables("x", columns, log=True) == ["log2(m)", "log2(n)", "log2(k)"]
+    assert "log2(macs)" in fit.choose_variables("x", columns, log=False)
+
+
+def test_device_features_are_the_same_at_fit_and_predict_time():
+    device = {"name": "gpu", "sms": 80, "peak_gflops": 1000.0, "bandwidth_gbs": 100.0}
+    # 129 x 128 output: 5 x 4 tiles of 32 = 20 tiles (1 wave of 80 SMs); 3 x 2 of 64; 2 x 1 of 128
+    features = derive("gemm", {"m": np.array([129.0]), "n": np.array([128.0]), "batch": np.array([1.0])}, device)
+    assert [features[f"tiles{t}"][0] for t in (32, 64, 128)] == [20, 6, 2]
+    assert "tiles32" not in derive("gemm", {"m": np.array([129.0]), "n": np.array([128.0]),
+                                            "batch": np.array([1.0])}, {})
+    pack = linear_pack()
+    pack.device = device
+    pack.models["gemm"] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(0.5, {"tiles32": 1})]))
+    graph = load_graph(single_node_model("Gemm", [("x", [129, 64])], weights=[("w", [64, 128])]))
+    assert predict(graph, pack)[0].ms == 10.0
+
+
+def test_a_count_that_is_only_0_or_1_in_the_samples_is_not_a_variable():
+    # NeuSight's element-wise rows: weight_elems is 1 (a scalar operand) or 0; GPT-2 adds a 1024 x 1024 mask
+    rng = np.random.default_rng(0)
+    columns = {"elements": rng.integers(1_000, 10**6, 40).astype(float), "weight_elems": np.tile([0.0, 1.0], 20),
+               "broadcast": np.tile([0.0, 1.0], 20)}
+    for log in (True, False):
+        chosen = fit.choose_variables("add", columns, log=log)
+        assert "broadcast" in chosen and not any("weight_elems" in v for v in chosen)
+
+
+def test_alignment_flags_at_fit_and_predict_time_enter_alone_or_times_one_variable():
+    columns = {"m": np.array([128.0, 130.0]), "k": np.array([64.0, 66.0]), "n": np.array([96.0, 32.0]),
+               "batch": np.array([1.0, 1.0])}
+    flags = derive("matmul", columns, {})
+    assert flags["m_div32"].tolist() == [1.0, 0.0] and flags["k_div4"].tolist() == [1.0, 0.0]
+    assert flags["n_div32"].tolist() == [1.0, 1.0] and "tiles32" not in flags
+    assert derive("add", columns, {"sms": 80}) == {}
+    terms = fit.monomials(["log2(m)", "log2(k)", "m_div4", "k_div32"], 3)
+    with_flag = [t for t in terms if "m_div4" in t or "k_div32" in t]
+    assert {"m_div4": 1, "log2(k)": 1} in with_flag and {"m_div4": 1} in with_flag
+    assert all(sum(t.values()) <= 2 and not ("m_div4" in t and "k_div32" in t) for t in with_flag)
+    assert {"log2(m)": 2, "log2(k)": 1} in terms

@@ -1,0 +1,210 @@
+"""onnxruntime CPU at ORT_ENABLE_ALL (its default level): npower's kernels are onnxruntime's, op by op.
+
+The NCHWc rules (npower/runtimes/ort_layout.py) are checked against the optimised model onnxruntime
+saves at ORT_ENABLE_ALL: on every zoo network and on small graphs that take each rule's branches,
+the kernels npower costs (graph kernels plus the reorders it adds) have the same multiset of
+signatures as the nodes onnxruntime runs (pure view ops aside): op (NCHWc ops qualified), and for
+an nchwc Conv its (padded) weight shape, groups, Sum input and activation, for a ReorderOutput its
+channels.
+The profiler's per-kernel samples (`npower profile --optimization all`) run end to end on a tiny plan.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import linear_pack
+from npower import zoo
+from npower.cli import main
+from npower.features import extract
+from npower.features_nchwc import NCHWC
+from npower.fit import current_layer
+from npower.graph import Node, load_graph
+from npower.kernel_map import kernel_nodes
+from npower.profile.backends import KernelProfile, KernelTime
+from npower.profile.ort_trace import costed_kernels, op_name
+from npower.runtimes import RULE_SETS
+
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                               reason="comparing with onnxruntime needs onnxruntime (pip install 'npower[profile]')")
+
+ALL = RULE_SETS[("onnxruntime", "cpu", "all")]
+VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size", "Constant",
+            "ConstantOfShape", "Range"}
+# onnxruntime's contrib kernels of the extended level, named by the op npower costs them as (their fusions
+# are checked node by node in tests/test_fusion.py; the absorbed nodes' absence still shows here)
+HOST_OF = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul",
+           "SkipLayerNormalization": "LayerNormalization"}
+
+
+def _signature(op: str, attrs: dict, inputs: list[str], weight: tuple | None) -> tuple:
+    if op == f"{NCHWC}:Conv":
+        has_sum = len(inputs) > 3 and bool(inputs[3])
+        return op, weight, attrs["group"], has_sum, attrs.get("activation", "")
+    if op == f"{NCHWC}:ReorderOutput":
+        return op, attrs["channels"]
+    return (HOST_OF.get(op, op),)
+
+
+def executed_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The graph onnxruntime runs at ORT_ENABLE_ALL: its optimised model, from the profiler's own trace."""
+    from npower.profile.backends import OrtCpuBackend
+    return OrtCpuBackend(optimization="all").trace(model.SerializeToString(), {}, lambda run: None)[1]
+
+
+def onnxruntime_signatures(executed: onnx.GraphProto) -> collections.Counter:
+    shapes = {init.name: tuple(init.dims) for init in executed.initializer}
+    found = collections.Counter()
+    for node in executed.node:
+        if node.op_type not in VIEW_OPS:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+            weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+            found[_signature(op_name(node.domain, node.op_type), attrs, list(node.input), weight)] += 1
+    return found
+
+
+def npower_signatures(model: onnx.ModelProto) -> collections.Counter:
+    def names(kernel: Node) -> list[str]:
+        return [t.name if t is not None else "" for t in kernel.inputs]
+    kernels = [k for k in costed_kernels(load_graph(model), ALL) if extract(k).kind != "free"]
+    return collections.Counter(_signature(op_name(k.domain, k.op_type), k.attrs, names(k),
+                                          k.inputs[1].shape if len(k.inputs) > 1 and k.inputs[1] is not None else None)
+                               for k in kernels)
+
+
+@needs_ort
+@pytest.mark.parametrize("name", list(zoo.NETWORKS))
+def test_zoo_kernels_at_level_all_are_onnxruntimes(name):
+    """Same kernels; and `validate --layers` maps each kernel onnxruntime runs to the row npower costs it in."""
+    model = zoo.build(name, weights=True)
+    executed = executed_graph(model)
+    assert npower_signatures(model) == onnxruntime_signatures(executed)
+    graph = load_graph(model)
+    costed = {k.name for k in costed_kernels(graph, ALL) if extract(k).kind != "free"}
+    ran = [n for n in executed.node if n.op_type not in VIEW_OPS]
+    profile = KernelProfile([KernelTime(n.name, n.op_type, 0.0, tuple(n.input), tuple(n.output)) for n in ran], 0.0)
+    fusions = ALL.kernels(graph)
+    hosts = {fusions[n].host if n in fusions and fusions[n].host else n for n in kernel_nodes(profile, graph).values()}
+    assert hosts == costed
+
+
+def test_block_layout_on_resnet18():
+    """ResNet-18 at 'all': its 20 convolutions run blocked, each residual Add (and the Relu after it) joins the
+    Conv before it as its Sum input, and the only reorder is the ReorderOutput before the Flatten/Gemm head
+    (the stem conv has 3 input channels, fewer than a block: it reads the NCHW input directly)."""
+    found = npower_signatures(zoo.build("resnet18", weights=False))
+    convs = {sig: n for sig, n in found.items() if sig[0] == f"{NCHWC}:Conv"}
+    assert sum(convs.values()) == 20
+    assert sum(n for sig, n in convs.items() if sig[3] and sig[4] == "Relu") == 8
+    assert found[(f"{NCHWC}:ReorderOutput", 512)] == 1 and found[("Add",)] == 0 and found[("Relu",)] == 0
+    assert not any(sig[0] == f"{NCHWC}:ReorderInput" for sig in found)
+
+
+# Small graphs, one branch of the rules each: (title, nodes, input channels, extra weights as (name, shape)).
+def _conv(x: str, y: str, cout: int, cin: int, k: int = 3, group: int = 1) -> tuple[onnx.NodeProto, list]:
+    node = helper.make_node("Conv", [x, f"{y}_w"], [y], kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
+    return node, [(f"{y}_w", [cout, cin // group, k, k])]
+
+
+def _graph(*parts) -> tuple[list, list]:
+    nodes, weights = [], []
+    for part in parts:
+        node, extra = part if isinstance(part, tuple) else (part, [])
+        nodes.append(node)
+        weights += extra
+    return nodes, weights
+
+
+def _op(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, [output], **attrs)
+
+
+CASES = {
+    # the Sum joins the Conv of the first Add input that can take it; the Relu after it becomes its activation
+    "sum_into_first_conv": _graph(_conv("x", "a", 32, 32, 1), _conv("x", "b", 32, 32, 3), _op("Add", ["a", "b"], "s"),
+                                  _op("Relu", ["s"], "y")),
+    "sum_skips_activated_conv": _graph(_conv("x", "a", 32, 32, 1), _op("Relu", ["a"], "r"), _conv("x", "b", 32, 32, 3),
+                                       _op("Add", ["r", "b"], "y")),
+    # fewer input channels than a block: the Conv reads the plain tensor (ReorderOutput of 8 channels)
+    "narrow_conv_reads_plain": _graph(_conv("x", "a", 8, 32, 1), _op("Sigmoid", ["a"], "g"), _op("Mul", ["a", "g"], "q"),
+                                      _conv("q", "y", 32, 8, 1)),
+    "grouped_and_depthwise": _graph(_conv("x", "a", 32, 32, 3, group=2), _conv("a", "b", 16, 32, 3, group=2),
+                                    _conv("b", "c", 16, 16, 3, group=16), _conv("c", "y", 12, 16, 1)),
+    "unpaddable_channels_stay_plain": _graph(_conv("x", "a", 18, 32, 1), _conv("a", "y", 18, 18, 3, group=18)),
+    "concat_of_whole_blocks_only": _graph(_conv("x", "a", 32, 32, 1), _conv("x", "b", 32, 32, 3), _conv("x", "c", 24, 32, 1),
+                                          _op("Concat", ["a", "b"], "ab", axis=1), _op("Concat", ["ab", "c"], "y", axis=1)),
+    "batchnorm_on_blocked_becomes_conv": _graph(_conv("x", "a", 32, 32, 3), _op("Relu", ["a"], "r"),
+                                                (_op("BatchNormalization", ["r", "s", "t", "m", "v"], "n"),
+                                                 [(n, [32]) for n in "stmv"]), _op("Relu", ["n"], "y")),
+    "pools_and_elementwise": _graph(_op("MaxPool", ["x"], "p", kernel_shape=[2, 2], strides=[2, 2]),
+                                    _conv("p", "a", 24, 32, 3), _op("AveragePool", ["a"], "q", kernel_shape=[2, 2]),
+                                    _conv("p", "b", 32, 32, 1), _conv("p", "c", 32, 32, 3), _op("Mul", ["b", "c"], "m"),
+                                    _op("Sub", ["b", "m"], "d"), _op("GlobalAveragePool", ["d"], "y")),
+    "linear_resize_only": _graph(_conv("x", "a", 32, 32, 1),
+                                 (_op("Resize", ["a", "", "sc"], "u", mode="linear"), [("sc", [1, 1, 2, 2])]),
+                                 _conv("u", "b", 32, 32, 1),
+                                 (_op("Resize", ["b", "", "sc2"], "y", mode="nearest"), [("sc2", [1, 1, 2, 2])])),
+}
+
+
+def case_model(name: str) -> onnx.ModelProto:
+    nodes, weights = CASES[name]
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(np.array(shape, np.float32) if name.startswith("sc") else
+                                            rng.uniform(0.5, 1.5, shape).astype(np.float32), name)
+                    for name, shape in weights]
+    readers = {i for n in nodes for i in n.input}
+    outputs = [o for n in nodes for o in n.output if o not in readers]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 16, 16])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@needs_ort
+@pytest.mark.parametrize("name", list(CASES))
+def test_layout_rules_on_small_graphs_are_onnxruntimes(name):
+    model = case_model(name)
+    assert npower_signatures(model) == onnxruntime_signatures(executed_graph(model))
+
+
+@needs_ort
+def test_profile_at_level_all_samples_each_kernel(tmp_path):
+    """`npower profile --optimization all` on a tiny plan: a Conv sample becomes rows of its blocked kernel and
+    its reorders, each refitted by `npower fit` to the kind it was recorded as; none fails the rules check."""
+    samples = tmp_path / "all.jsonl"
+    assert main(["profile", "-o", str(samples), "--optimization", "all", "--scale", "0.01", "--kinds",
+                 "conv,maxpool,global_avgpool,relu", "--max-macs", "2e7", "--min-runs", "3", "--min-seconds", "0.01",
+                 "--max-seconds", "0.05", "--quiet"]) == 0
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert rows[0]["type"] == "header" and rows[0]["runtime"]["graph_optimization"] == "all"
+    kernels = rows[1:]
+    assert kernels and not [row["error"] for row in kernels if row.get("error")]
+    kinds = collections.Counter(row["kind"] for row in kernels)
+    assert kinds["reorder_output"] >= 1 and any(kind.startswith("nchwc_conv") for kind in kinds), kinds
+    for row in kernels:
+        assert row["median_ms"] > 0 and current_layer(row)[0] == row["kind"]
+    by_key = collections.defaultdict(set)
+    for row in kernels:
+        by_key[row["key"]].add(row["kernel"])
+    assert any({f"{NCHWC}:Conv", f"{NCHWC}:ReorderOutput"} <= ops for ops in by_key.values())
+
+
+def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
+    pack = linear_pack("levelpack")
+    pack.runtime = dataclasses.replace(pack.runtime, optimization="all")
+    pack.save(tmp_path / "levelpack.yaml")
+    assert main(["packs", "--profiles", str(tmp_path)]) == 0
+    assert "CPUExecutionProvider (all)" in capsys.readouterr().out
+    model = tmp_path / "r18.onnx"
+    onnx.save(zoo.build("resnet18", weights=False), str(model))
+    assert main(["analyze", str(model), "--gpu", "levelpack", "--profiles", str(tmp_path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
