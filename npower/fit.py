@@ -8,8 +8,7 @@ form with a plain squared error. The form and degree are chosen by k-fold cross-
 error is nested: every outer fold chooses the form again on its training part only, so the
 figure is the error of the whole procedure on data it never saw, not of the winner on the folds
 that chose it. Kinds that run as GEMMs on a GPU also see device features (tiles, waves) derived
-from the device block by `npower.device_features`, the same function predict uses, and operand
-alignment flags (which enter alone and times one other variable: they switch the kernel family).
+from the device block by `npower.device_features`, the same function predict uses.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import __version__
-from .device_features import derive as derive_device_features, is_alignment_flag, names as device_feature_names
+from .device_features import derive as derive_device_features, names as device_feature_names
 from .errors import NpowerError
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, variable_feature, variable_values
@@ -121,16 +120,12 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
                 powers[v] = powers.get(v, 0) + 1
             if any(p > 1 and not v.startswith("log2(") and _is_flag(v) for v, p in powers.items()):
                 continue
-            aligned = sum(1 for v in powers if is_alignment_flag(v))
-            if aligned and (aligned > 1 or d > 2):
-                continue  # an alignment flag switches the kernel family: it shifts the level and the slopes only
             terms.append(powers)
     return terms
 
 
 def _is_flag(variable: str) -> bool:
-    return (variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
-            or is_alignment_flag(variable))
+    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
 
 
 class _RidgeGCV:

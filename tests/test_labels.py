@@ -130,3 +130,25 @@ def test_every_shared_label_reads_and_every_fx_node_is_categorised():
     labels = find_labels(need_shared("data", "neusight"))
     assert len(labels) == 27  # 7 GPUs x 4 cases, less P4's GPT-2 batch 8
     assert not [(x.path.name, n.name) for x in labels for n in x.nodes if n.category == "other"]
+
+
+def test_every_labelled_case_with_a_fitted_pack_predicts_within_a_third_of_its_label():
+    """The shipped public packs on the example models, per recorded label: no blown-up layer model (a scalar
+    operand's count once extrapolated to GPT-2's 1024 x 1024 mask and predicted 1e18 ms) and no gross miss."""
+    from pathlib import Path
+
+    from npower.pack import available_packs, load_pack
+    packs = {}
+    for path in available_packs().values():
+        pack = load_pack(path)
+        if pack.runtime.name == "torch" and not pack.estimated:
+            packs["".join(c for c in str(pack.device.get("name")).lower() if c.isalnum())] = pack
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cases = 0
+    for label in find_labels(need_shared("data", "neusight")):
+        pack = packs.get("".join(c for c in label.gpu.lower() if c.isalnum()))
+        if pack is not None:
+            result = compare_with_label(examples / f"{label.model}.onnx", label, pack)
+            assert abs(result.error) < 1 / 3, (label.path.name, pack.name, result.error)
+            cases += 1
+    assert cases == 27
