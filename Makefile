@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PACK   ?= amd-epyc-cpu-ort1.32-fp32
+PACK   ?= amd-epyc
 # Frontend dependencies for the tests, pinned (torch 2.13.0 is the CPU build; an unpinned torch pulls CUDA).
 FRONTEND_DEPS := torch==2.13.0 onnxscript==0.7.2 tensorflow-cpu==2.21.0 tf2onnx==1.17.0
 export ORT_DISABLE_TELEMETRY := 1

@@ -226,7 +226,7 @@ def test_empty_blob_and_output_names():
 
 
 def test_forced_caffe_frontend_on_a_zoo_model_and_a_huge_zoo_name(capsys):
-    assert main(["analyze", "zoo:resnet50", "--gpu", "amd", "--frontend", "caffe"]) == 2
+    assert main(["analyze", "zoo:resnet50", "--gpu", "amd-epyc", "--frontend", "caffe"]) == 2
     assert main(["zoo", "9" * 300]) == 2
     err = capsys.readouterr().err
     assert "caffe frontend reads .prototxt files" in err and "unknown network" in err

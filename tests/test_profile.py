@@ -10,7 +10,7 @@ import pytest
 from npower import NpowerError, analyze, zoo
 from npower.cli import main
 from npower.fit import fit_target, rmspe
-from npower.pack import load_pack
+from npower.pack import find_pack, load_pack
 from npower.profile import backends, plan
 from npower.profile.store import SampleWriter, read_samples
 
@@ -35,11 +35,13 @@ def test_tiny_sweep_profile_fit_analyze(tmp_path, capsys):
     assert kinds == {"relu", "maxpool", "gemm"}
     assert all(row["median_ms"] > 0 and row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
                for row in data.samples if not row.get("error"))
-    assert main(["fit", str(samples), "-o", str(tmp_path / "tiny.yaml"), "--max-degree", "1"]) == 0
+    assert main(["fit", str(samples), "-o", str(tmp_path / "tiny.yaml"), "--max-degree", "1",
+                 "--alias", "tiny-cpu"]) == 0
     out = capsys.readouterr().out
     assert "held-out RMSPE" in out
     pack = load_pack(tmp_path / "tiny.yaml")
     assert set(pack.models) == {"relu", "maxpool", "gemm"}
+    assert find_pack("tiny-cpu", [tmp_path]).name == "tiny"  # --alias resolves
     assert pack.provenance["samples_total"] == len(data.samples)
     assert pack.models["gemm"].runtime.fit["heldout_rmspe_pct"] > 0
     report = analyze(zoo.build("resnet18", weights=False), gpu=pack, fusion=False)

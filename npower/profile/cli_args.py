@@ -33,6 +33,8 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     fit.add_argument("--device", metavar="GPU", help="with --from-neusight: the GPU (e.g. 'Tesla V100-PCIE-32GB', V100)")
     fit.add_argument("-o", "--output", required=True, help="pack .yaml to write")
     fit.add_argument("--name", help="pack name (default: output file stem)")
+    fit.add_argument("--alias", action="append", default=[], metavar="NAME",
+                     help="a name --gpu also resolves to this pack (repeatable; recorded in provenance.aliases)")
     fit.add_argument("--folds", type=int, default=5, help="outer folds for the held-out error")
     fit.add_argument("--max-degree", type=int, default=3)
     fit.add_argument("--seed", type=int, default=0)

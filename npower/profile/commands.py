@@ -48,6 +48,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     else:
         pack, table = fit_pack(args.samples, name=args.name or Path(args.output).stem, folds=args.folds,
                                max_degree=args.max_degree, seed=args.seed, log=sys.stderr)
+    if args.alias:
+        pack.provenance["aliases"] = sorted(set(pack.provenance.get("aliases") or []) | set(args.alias))
     pack.save(args.output)
     print(format_fit_table(table))
     print(f"wrote {args.output}")
