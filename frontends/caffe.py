@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -18,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from npower.errors import NpowerError
+from npower.safeio import read_text
 
 from .caffe_fields import INT32_MAX, Fields, elements_text
 from .caffe_text import parse_prototxt
@@ -596,16 +596,7 @@ class CaffeFrontend:
         if not isinstance(source, (str, os.PathLike)):
             raise NpowerError(f"the caffe frontend reads .prototxt files, not a {type(source).__name__}")
         path = Path(source)
-        try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise NpowerError(f"{path}: not a regular file")
-            if info.st_size > MAX_PROTOTXT_BYTES:
-                raise NpowerError(f"{path}: {info.st_size / 2**20:.0f} MiB is too large for a prototxt "
-                                  f"(limit {MAX_PROTOTXT_BYTES // 2**20} MiB)")
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NpowerError(f"{path}: cannot read ({exc})") from exc
+        text = read_text(path, "prototxt", MAX_PROTOTXT_BYTES)
         return convert_prototxt(text, path.name, batch, input_shapes, weights)
 
 

@@ -50,6 +50,15 @@ def _add_model_shape_args(parser: argparse.ArgumentParser, sweep: bool = False) 
                         help="set an input's full shape (repeatable)")
 
 
+def _add_report_args(parser: argparse.ArgumentParser) -> None:
+    """Output and costing options shared by analyze and compare."""
+    parser.add_argument("--format", choices=["table", "json", "csv", "html"],
+                        help="report format (default: from the -o suffix, .txt/.json/.csv/.html; else table)")
+    parser.add_argument("-o", "--output", help="write the report to a file (default: standard output)")
+    parser.add_argument("--no-fusion", action="store_true", help="cost every node as written (no runtime fusion)")
+    parser.add_argument("--frontend", help="force a frontend for non-ONNX models (see `npower frontends`)")
+
+
 def _add_pack_args(parser: argparse.ArgumentParser, required: bool = True, many: bool = False) -> None:
     parser.add_argument("--gpu", required=required, metavar="PACK", action="append" if many else "store",
                         help="pack name (see `npower packs`), unique name prefix, or path to a pack .yaml"
@@ -257,14 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("model", help="ONNX file, a framework model a frontend reads, or zoo:NAME (see `npower zoo`)")
     _add_pack_args(analyze)
     _add_model_shape_args(analyze)
-    analyze.add_argument("--format", choices=["table", "json", "csv", "html"],
-                         help="report format (default: from the -o suffix, .txt/.json/.csv/.html; else table)")
-    analyze.add_argument("-o", "--output", help="write the report to a file (default: standard output)")
+    _add_report_args(analyze)
     analyze.add_argument("--top", type=whole_number(0, 10**6), default=5, help="bottlenecks to list")
-    analyze.add_argument("--no-fusion", action="store_true", help="cost every node as written (no runtime fusion)")
     analyze.add_argument("--allow-partial", action="store_true",
                          help=f"report a model most of whose runtime cannot be costed (exit {EXIT_PARTIAL}) instead of refusing")
-    analyze.add_argument("--frontend", help="force a frontend for non-ONNX models (see `npower frontends`)")
     analyze.set_defaults(run=cmd_analyze)
 
     compare = sub.add_parser("compare", help="compare models (any frontend) across packs and batch sizes",
@@ -277,10 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=float, help="EPR exponent on the error rate (default 1)")
     compare.add_argument("--sort", choices=["energy", "latency", "epr"],
                          help="rank within each pack and batch (default: epr with --accuracy, else energy)")
-    compare.add_argument("--format", choices=["table", "json", "csv", "html"])
-    compare.add_argument("-o", "--output", help="write to a file (format from suffix)")
-    compare.add_argument("--no-fusion", action="store_true", help="cost every node as written (no runtime fusion)")
-    compare.add_argument("--frontend", help="force a frontend for non-ONNX models (see `npower frontends`)")
+    _add_report_args(compare)
     compare.set_defaults(run=cmd_compare)
 
     convert = sub.add_parser("convert", help="convert a framework model (Caffe, PyTorch, Keras) to ONNX")

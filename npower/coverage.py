@@ -12,12 +12,13 @@ import os
 from typing import Any
 
 from .errors import NpowerError
+from .features import UNKNOWN, UNRESOLVED
 from .graph import Graph, Node
 from .modelio import missing_data_files
 from .pack import Pack
 from .predict import LayerPrediction, roofline_ms
 
-UNCOSTED = ("unknown", "unresolved")
+UNCOSTED = (UNKNOWN, UNRESOLVED)
 
 
 def uncosted(layers: list[LayerPrediction]) -> list[LayerPrediction]:

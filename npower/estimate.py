@@ -33,8 +33,8 @@ import numpy as np
 
 from . import __version__
 from .errors import NpowerError
-from .fit import rmspe
-from .pack import KindModels, Pack
+from .fit import choose_variables, monomials, rmspe
+from .pack import ESTIMATED, KindModels, Pack
 from .polynomial import SparsePolynomial, design_matrix
 from .specs import Spec, find_spec
 
@@ -58,7 +58,6 @@ AUTO = "auto"  # per op kind, the candidate with the lowest leave-one-GPU-out ke
 DEFAULT_METHOD = "device-regression:bw+peak"
 ROWS_PER_GPU = 2500   # samples per kind and GPU used in a fit (seeded subsample): keeps fits CPU-cheap
 RIDGE = 1e-3          # ridge strength per row, on standardised columns
-ESTIMATED = "estimated"  # provenance.source_kind of an estimated pack (Pack.estimated)
 
 
 @dataclass
@@ -128,15 +127,7 @@ def device_values(spec: Spec) -> dict[str, float]:
 
 # ---- device regression ---------------------------------------------------------------------------
 
-def _layer_variables(kind: str, columns: dict[str, np.ndarray]) -> list[str]:
-    """The fitter's variables, less raw 0/1 columns that are not flags (weight_elems of a scalar operand:
-    a real layer can have a million there)."""
-    from .fit import _is_flag, choose_variables
-    return [v for v in choose_variables(kind, columns, log=True) if v.startswith("log2") or _is_flag(v)]
-
-
 def _regression_terms(layer: list[str], devices: Sequence[str]) -> list[dict[str, int]]:
-    from .fit import monomials
     device_vars = [d if d in DEVICE_FLAGS else f"log2({d})" for d in devices]
     smooth = [v for v in layer if v.startswith("log2(")]  # hinges enter linearly: squared, they explode outside the data
     return (monomials(smooth, 2) + [{v: 1} for v in layer if v not in smooth] + [{d: 1} for d in device_vars]
@@ -151,7 +142,7 @@ def fit_regression(kind: str, sources: Sequence[Source], devices: Sequence[str])
         raise NpowerError(f"{kind}: a device regression needs samples from 2 or more GPUs, got {len(pooled)}")
     shared = set.intersection(*(set(s.rows[kind][0]) for s in pooled))
     columns = {n: np.concatenate([s.rows[kind][0][n] for s in pooled]) for n in sorted(shared)}
-    layer = _layer_variables(kind, columns)
+    layer = choose_variables(kind, columns, log=True)  # leaves out raw 0/1 counts that are not flags
     for name in devices:
         columns[name] = np.concatenate([np.full(len(s.rows[kind][1]), device_values(s.spec)[name]) for s in pooled])
     y = np.log2(np.concatenate([s.rows[kind][1] for s in pooled]))

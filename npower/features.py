@@ -13,6 +13,7 @@ from typing import Callable
 
 from .errors import NpowerError
 from .graph import CONTROL_FLOW, Node, Tensor
+from .registry import registrar
 
 FREE = "free"          # no work at inference: views, Identity, Dropout, shape arithmetic
 UNKNOWN = "unknown"    # op type without an extractor
@@ -36,13 +37,7 @@ Extractor = Callable[[Node], LayerFeatures]
 EXTRACTORS: dict[str, Extractor] = {}
 
 
-def register(*op_types: str) -> Callable[[Extractor], Extractor]:
-    """Decorator: make fn the extractor of the given op types."""
-    def add(fn: Extractor) -> Extractor:
-        for op_type in op_types:
-            EXTRACTORS[op_type] = fn
-        return fn
-    return add
+register = registrar(EXTRACTORS)  # @register("Conv", ...): the extractor of those op types
 
 
 def extract(node: Node) -> LayerFeatures:

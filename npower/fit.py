@@ -26,7 +26,7 @@ from . import __version__
 from .device_features import derive as derive_device_features, names as device_feature_names
 from .errors import NpowerError
 from .pack import Pack, KindModels
-from .polynomial import SparsePolynomial, variable_feature, variable_values
+from .polynomial import SparsePolynomial, design_matrix, variable_feature
 from .profile.store import SampleFile, read_samples
 
 MIN_SAMPLES = 8
@@ -250,15 +250,9 @@ def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max
 
 
 def _design(terms: list[dict[str, int]], columns: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """Design matrix of the given rows: each term a product of its variables' columns (the values
-    `SparsePolynomial` evaluates, without design_matrix's terms x variables x rows intermediate)."""
-    values = {v: variable_values(v, {variable_feature(v): columns[variable_feature(v)][rows]})
-              for v in dict.fromkeys(v for powers in terms for v in powers)}
-    X = np.ones((len(rows), len(terms)))
-    for j, powers in enumerate(terms):
-        for variable, power in powers.items():
-            X[:, j] *= values[variable] ** power
-    return X
+    """Design matrix of the given rows (the values `SparsePolynomial` evaluates)."""
+    features = {variable_feature(v) for powers in terms for v in powers}
+    return design_matrix(terms, {f: columns[f][rows] for f in features})
 
 
 def _select(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,

@@ -51,7 +51,7 @@ class Pack:
     @property
     def estimated(self) -> bool:
         """Estimated from a spec sheet and other GPUs' measurements (npower/estimate.py), not fitted to its own."""
-        return self.provenance.get("source_kind") == "estimated"
+        return self.provenance.get("source_kind") == ESTIMATED
 
     @property
     def peak_gflops(self) -> float | None:
@@ -162,7 +162,8 @@ def available_packs(extra: Iterable[str | os.PathLike] = ()) -> dict[str, Path]:
 
 
 # provenance.source_kind, best first: own measurements, public data, estimates.
-SOURCE_KINDS = ("measured", "public", "estimated")
+ESTIMATED = "estimated"  # provenance.source_kind of a pack estimated from a spec sheet
+SOURCE_KINDS = ("measured", "public", ESTIMATED)
 
 
 def _pack_header(path: Path) -> dict[str, Any]:

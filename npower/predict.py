@@ -57,8 +57,8 @@ def layer_bytes(layer: LayerFeatures) -> float:
 
 def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPrediction]:
     """Predict every node of the graph with the pack."""
-    fused = pack.runtime.rules.kernels(graph) if fusion else {}
-    nodes = graph.nodes + (pack.runtime.rules.extra_kernels(graph) if fusion else [])  # + runtime-added kernels
+    fused, added = pack.runtime.rules.plan(graph) if fusion else ({}, [])
+    nodes = graph.nodes + added  # + runtime-added kernels (layout reorders)
     layers = [_kernel_features(node, fused.get(node.name)) for node in nodes]
     rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(nodes, layers)]
     by_kind: dict[str, list[int]] = {}

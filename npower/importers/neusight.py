@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import NpowerError
+from ..registry import registrar
 
 SOURCE = {"dataset": "NeuSight operator measurements (Lee et al., ASPLOS 2025), PyTorch 2.1.0, CUDA 12.1, "
                      "cuDNN 8.9.2, fp32, TF32 off, eager",
@@ -35,12 +36,7 @@ RowMapper = Callable[[dict[str, str]], Config]
 MAPPERS: dict[str, RowMapper] = {}
 
 
-def _mapper(*ops: str) -> Callable[[RowMapper], RowMapper]:
-    def add(fn: RowMapper) -> RowMapper:
-        for op in ops:
-            MAPPERS[op] = fn
-        return fn
-    return add
+_mapper = registrar(MAPPERS)  # @_mapper("linear"): the row mapper of that NeuSight op
 
 
 def _dims(row: dict[str, str], *columns: str, minimum: int = 1) -> list[int]:

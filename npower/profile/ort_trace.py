@@ -36,13 +36,13 @@ def op_name(domain: str, op_type: str) -> str:
 
 def costed_kernels(graph: Graph, rules: RuleSet) -> list[Node]:
     """The kernels the rules cost for a graph: hosts (as their synthesized kernel) and runtime-added ones."""
-    fusions = rules.kernels(graph)
+    fusions, added = rules.plan(graph)
     kernels = []
     for node in graph.nodes:
         fusion = fusions.get(node.name)
         if fusion is None or not (fusion.host or fusion.free):
             kernels.append(fusion.kernel if fusion is not None and fusion.kernel is not None else node)
-    return kernels + rules.extra_kernels(graph)
+    return kernels + added
 
 
 def kernel_runs(events: list[dict[str, Any]], executed: onnx.GraphProto,

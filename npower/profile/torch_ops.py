@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..registry import registrar
+
 Fn = Callable[..., Any]
 
 
@@ -34,12 +36,7 @@ class NodeSpec:
 OPS: dict[str, Callable[[NodeSpec], Fn]] = {}
 
 
-def op(*names: str):
-    def register(factory: Callable[[NodeSpec], Fn]) -> Callable[[NodeSpec], Fn]:
-        for name in names:
-            OPS[name] = factory
-        return factory
-    return register
+op = registrar(OPS)  # @op("Relu", ...): the PyTorch factory of those ONNX op types
 
 
 def make_op(spec: NodeSpec) -> Fn:

@@ -33,6 +33,12 @@ class Fusion:
     why: str = ""
 
 
+def host_of(found: dict[str, Fusion], name: str) -> str:
+    """The node whose kernel runs node `name`: its host if it was merged, else itself."""
+    fusion = found.get(name)
+    return fusion.host if fusion is not None and fusion.host else name
+
+
 class Context:
     """Graph lookups shared by the rules, and the fusions found so far."""
 
@@ -53,8 +59,7 @@ class Context:
         return None if tensor is None else self.producer.get(tensor.name)
 
     def host_of(self, node: Node) -> str:
-        fusion = self.found.get(node.name)
-        return fusion.host if fusion is not None and fusion.host else node.name
+        return host_of(self.found, node.name)
 
     def absorb(self, node: Node, host: Node, costs: bool = False) -> None:
         self.found[node.name] = Fusion(host=self.host_of(host), costs=costs)
@@ -108,9 +113,10 @@ class RuleSet:
                     break
         return ctx.found
 
-    def extra_kernels(self, graph: Graph) -> list[Node]:
-        """Kernels the runtime adds that no graph node stands for (layout reorders): costed as rows of their own."""
-        return []
+    def plan(self, graph: Graph) -> tuple[dict[str, Fusion], list[Node]]:
+        """`kernels(graph)` and the kernels the runtime adds that no graph node stands for (layout reorders,
+        costed as rows of their own), from one pass over the graph."""
+        return self.kernels(graph), []
 
 
 def _all_constant(node: Node, constant: set[str]) -> bool:
@@ -245,8 +251,8 @@ def conv_add_relu() -> Rule:
     return rule
 
 
-def swish(op_type: str = "QuickGelu") -> Rule:
-    """x * Sigmoid(x) -> one kernel over x."""
+def swish() -> Rule:
+    """x * Sigmoid(x) -> one QuickGelu kernel over x."""
     def rule(ctx: Context, node: Node) -> None:
         if node.op_type != "Mul" or len(node.inputs) != 2 or None in node.inputs:
             return
@@ -254,7 +260,7 @@ def swish(op_type: str = "QuickGelu") -> Rule:
             gate = ctx.source(node, a)
             if gate is not None and gate.op_type == "Sigmoid" and gate.inputs and gate.inputs[0] is not None \
                     and gate.inputs[0].name == node.inputs[b].name and ctx.sole_reader(gate) is node:
-                ctx.merge([gate], node, op_type, [node.inputs[b]])
+                ctx.merge([gate], node, "QuickGelu", [node.inputs[b]])
                 return
     return rule
 

@@ -37,7 +37,7 @@ from typing import Callable
 from ..features_nchwc import BLOCK, NCHWC
 from ..graph import Graph, Node, Tensor
 from . import register_rules
-from .kernels import Fusion, RuleSet
+from .kernels import Fusion, RuleSet, host_of
 from .ort_rules import CPU_EXTENDED
 
 CONV_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "HardSigmoid"}
@@ -52,8 +52,9 @@ def reorder_name(op_type: str, tensor: str) -> str:
     return f"{op_type}:{tensor}"
 
 
-def padded(channels: int, block: int = BLOCK) -> int:
-    return -(-channels // block) * block
+def padded(channels: int) -> int:
+    """Channels rounded up to the NCHWc block."""
+    return -(-channels // BLOCK) * BLOCK
 
 
 @dataclass
@@ -84,8 +85,7 @@ class Layout:
         order = {node.name: index for index, node in enumerate(self.graph.nodes)}
         self.group: dict[str, list[Node]] = {}
         for node in self.graph.nodes:
-            fusion = self.fusions.get(node.name)
-            self.group.setdefault(fusion.host if fusion is not None and fusion.host else node.name, []).append(node)
+            self.group.setdefault(host_of(self.fusions, node.name), []).append(node)
         self.tail = {host: max((n for n in nodes if n.outputs), key=lambda n: order[n.name]).outputs[0]
                      for host, nodes in self.group.items() if any(n.outputs for n in nodes)}
 
@@ -324,8 +324,9 @@ class LayoutRuleSet(RuleSet):
     def kernels(self, graph: Graph) -> dict[str, Fusion]:
         return self.layout(graph).fusions
 
-    def extra_kernels(self, graph: Graph) -> list[Node]:
-        return self.layout(graph).reorders()
+    def plan(self, graph: Graph) -> tuple[dict[str, Fusion], list[Node]]:
+        layout = self.layout(graph)
+        return layout.fusions, layout.reorders()
 
 
 CPU_ALL = LayoutRuleSet("onnxruntime CPU all (NCHWc layout)", CPU_EXTENDED.rules, CPU_EXTENDED.view_ops,
