@@ -48,7 +48,7 @@ TRANSFORMERS = {"bert_large": (512, (8, 16)), "gpt2_large": (1024, (4, 8))}
 LOADS = {True: (4096, 1 << 27), False: (128, 1 << 14)}
 GPU_BUDGET = Budget(max_macs=2e11, max_bytes=8e9, max_elements=2e9)
 # Seconds per item on an H100, for the plan (the campaign logs the real rates).
-EST = {"check": 20.0, "idle": 4.0, "power_check": 16.0, "zoo_build": 2.0, "hf_build": 20.0, "rate_bytes": 4e8,
+EST = {"check": 20.0, "idle": 4.0, "power_check": 16.0, "zoo_build": 2.0, "hf_build": 20.0,
        "sample": 0.15}
 
 

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import NpowerError
 from ..runtimes import Runtime
-from .backends import KernelProfile, KernelTime, Measurement, TimingPolicy, cpu_name, memory_gb
+from .backends import KernelProfile, KernelTime, Measurement, TimingPolicy, cpu_name, memory_gb, summarize
 from .build import _weight_values
 from .plan import Config
 from .power import PowerMeter
@@ -142,9 +142,8 @@ class TorchBackend:
         """Time `run` (one inference) and, with a power meter, its average power and energy per call."""
         with torch.inference_mode():
             times, calls = self.time_calls(run)
-            ms = np.array(times) * 1e3
-            result = Measurement(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)),
-                                 float(ms.mean()), len(ms), extra={"calls_per_rep": calls})
+            result = summarize(times)
+            result.extra["calls_per_rep"] = calls
             if power and self.meter is not None:
                 window = self.meter.window(run, power_seconds or self.power_seconds, self.sync, poll)
                 add_power(result, window, self.idle)
@@ -179,8 +178,8 @@ class TorchBackend:
         fn = make_op(NodeSpec(config["op"], config.get("attrs", {}), tuple(consts), config.get("outputs", 1)))
         return lambda: fn(*tensors)
 
-    def measure(self, model: bytes, feeds: Feeds, power: bool = True) -> Measurement:
-        return self.measure_run(self.prepare(model, feeds), power)
+    def measure(self, model: bytes, feeds: Feeds) -> Measurement:
+        return self.measure_run(self.prepare(model, feeds))
 
     def profile_kernels(self, model: bytes, feeds: Feeds, runs: int = 10) -> KernelProfile:
         """Per-node times (each node timed alone between two markers), and the mean inference time."""
