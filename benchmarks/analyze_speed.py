@@ -37,7 +37,7 @@ def cold(args: list[str], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--gpu", default="amd-epyc-cpu-ort1.32-fp32")
+    parser.add_argument("--gpu", default="amd-epyc-cpu-ort1.32-fp32-extended")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="npower-bench-"))
     files = {}

@@ -26,7 +26,7 @@ TARGET_S = 3.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--gpu", default="amd-epyc-cpu-ort1.32-fp32")
+    parser.add_argument("--gpu", default="amd-epyc-cpu-ort1.32-fp32-extended")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="npower-compare-bench-"))
     files = []

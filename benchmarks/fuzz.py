@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_NAME = "amd-epyc-cpu-ort1.32-fp32"
+PACK_NAME = "amd-epyc-cpu-ort1.32-fp32-extended"
 FAMILIES = ("onnx", "cli", "pack", "prototxt")
 WEIRD_INTS = [0, -1, -7, 1, 2, 3, 7, 2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1, 10**6, 65537]
 WEIRD_TEXT = ["1e3", "10**30", "-1", "0", "1" * 40, "nan", "inf", "", " 1", "0x10", "1_000", str(2**63),

@@ -5,11 +5,14 @@ with AVX2; 16 on the machine the CPU pack is made on, read from onnxruntime's op
 Its kernels are registered here under their qualified name (`com.microsoft.nchwc:Conv`): they
 run other algorithms than the ONNX ops of the same name, so they have kinds of their own. The
 convolution picks one of four MLAS algorithms, as MLAS does: depthwise, NCHW input (fewer input
-channels than a block), pointwise (1x1, no padding) and the general blocked one.
+channels than a block), pointwise (1x1, no padding) and the general blocked one. MLAS skips the
+kernel taps that fall on the zero padding, so these kinds also see `valid_macs`, the multiply-adds
+that read the input (a 3x3 kernel over a 1-pixel-high map does a third of its nominal work), the
+output width its kernels vectorise over and `row_calls`, how many times the row kernel is called.
 """
 from __future__ import annotations
 
-from .features import LayerFeatures, _conv, _floats, _movement, _per_channel, _pool, _prod, _specials, register
+from .features import LayerFeatures, _conv, _dhw, _floats, _movement, _per_channel, _pool, _prod, _specials, register
 from .graph import Node
 
 NCHWC = "com.microsoft.nchwc"
@@ -21,11 +24,41 @@ def qualified(op_type: str) -> str:
     return f"{NCHWC}:{op_type}"
 
 
+def valid_taps(size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> int:
+    """(output position, kernel tap) pairs along one spatial axis that read the input, not its padding."""
+    count = 0
+    for tap in range(kernel):
+        offset = tap * dilation - pad_begin  # output o reads input o * stride + offset
+        first, last = max(0, -(offset // stride)), min(size_out - 1, (size_in - 1 - offset) // stride)
+        count += max(0, last - first + 1)
+    return count
+
+
+def valid_macs(node: Node) -> float:
+    """Multiply-adds of a convolution that read the input (taps on the zero padding left out)."""
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    begins = [0] * (5 - len(x)) + list(node.attrs["pads"][:len(x) - 2])  # (d, h, w), a missing axis unpadded
+    axes = zip(_dhw(x[2:]), _dhw(y[2:]), _dhw(w[2:]), _dhw(node.attrs["strides"]), _dhw(node.attrs["dilations"]),
+               begins)
+    return float(x[0] * w[0] * w[1] * _prod([valid_taps(*axis) for axis in axes]))
+
+
+def row_calls(x: tuple, w: tuple, y: tuple, groups: int) -> int:
+    """Calls of MLAS's NCHWc kernel: it computes one output row at a time, for a set of up to 4 output
+    channel blocks (one block when depthwise), per input channel block and kernel row."""
+    out_rows = y[0] * _prod(y[2:-1])
+    if groups > 1:
+        return out_rows * -(-w[0] // BLOCK) * _prod(w[2:-1])
+    return out_rows * -(-w[0] // (4 * BLOCK)) * -(-w[1] // BLOCK) * _prod(w[2:-1])
+
+
 @register(qualified("Conv"))
 def _nchwc_conv(node: Node) -> LayerFeatures:
     plain = _conv(node)
+    plain.features["valid_macs"] = valid_macs(node)
     w = node.inputs[1].shape
     groups = int(node.attrs.get("group", 1))
+    plain.features["row_calls"] = float(row_calls(node.inputs[0].shape, w, node.outputs[0].shape, groups))
     pointwise = _prod(w[2:]) == 1 and not any(node.attrs["pads"])
     kind = "nchwc_conv_dw" if groups > 1 and w[1] == 1 else "nchwc_conv_nchw" if groups == 1 and w[1] < BLOCK \
         else "nchwc_conv_1x1" if pointwise else "nchwc_conv"

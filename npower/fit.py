@@ -45,7 +45,8 @@ FIT_FEATURES = {
     "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
     "conv_1x1": _CONV_FEATURES,
     "conv_dw": _CONV_FEATURES,
-    **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"), _CONV_FEATURES),
+    **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
+                    ["valid_macs", "row_calls", "out_w"] + _CONV_FEATURES),
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -54,8 +55,8 @@ FIT_FEATURES = {
                 "out_elems", "flops"],
 }
 # Variables that measure amounts of work (most important first), for the work x rate form.
-SIZE_FEATURES = ("macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "weight_traffic",
-                 "weight_elems", "total_bytes", "gemm_calls", "planes")
+SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "weight_traffic",
+                 "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)
 

@@ -185,10 +185,29 @@ def _collect_tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
                                     _DTYPE_BYTES.get(init.data_type, 4), True)
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
-            tensor = tensors.get(node.output[0])
-            if tensor is not None:
-                tensors[node.output[0]] = Tensor(tensor.name, tensor.shape, tensor.dtype, tensor.itemsize, True)
+            _mark_weight(tensors, node.output[0])
+    _propagate_through_identity(graph, tensors)
     return tensors
+
+
+def _mark_weight(tensors: dict[str, Tensor], name: str) -> None:
+    tensor = tensors.get(name)
+    if tensor is not None:
+        tensors[name] = Tensor(tensor.name, tensor.shape, tensor.dtype, tensor.itemsize, True)
+
+
+def _propagate_through_identity(graph: onnx.GraphProto, tensors: dict[str, Tensor]) -> None:
+    """An Identity of a constant is a constant (the PyTorch exporter shares equal initializers, such as
+    zero biases, through Identity nodes; runtimes fold them away, so a Conv's bias stays a weight)."""
+    identities = [node for node in graph.node if node.op_type == "Identity" and node.input and node.output]
+    changed = True
+    while changed:
+        changed = False
+        for node in identities:
+            source, target = tensors.get(node.input[0]), tensors.get(node.output[0])
+            if source is not None and source.is_weight and target is not None and not target.is_weight:
+                _mark_weight(tensors, node.output[0])
+                changed = True
 
 
 def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .coverage import partial_reason
 from .errors import NpowerError
 from .graph import load_graph
 from .pack import Pack, find_pack
@@ -128,9 +129,24 @@ def paleo_ms(graph, pack: Pack) -> float | None:
     return total
 
 
+INTEGER_INPUTS = {"INT64": np.int64, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8}
+FLOAT_INPUTS = {"FLOAT16": np.float16, "DOUBLE": np.float64}
+TOKEN_IDS = 100  # integer inputs (token ids, indices) are drawn below this: valid for any vocabulary
+
+
 def random_feeds(graph) -> dict[str, np.ndarray]:
-    """Non-zero float32 values for the network's inputs."""
-    return {t.name: np.random.default_rng(1).standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+    """Values of the network's inputs in their own element types: non-zero floats, small integers."""
+    rng = np.random.default_rng(1)
+    feeds = {}
+    for tensor in graph.inputs:
+        if tensor.dtype in INTEGER_INPUTS:
+            feeds[tensor.name] = rng.integers(0, TOKEN_IDS, tensor.shape).astype(INTEGER_INPUTS[tensor.dtype])
+        elif tensor.dtype == "BOOL":
+            feeds[tensor.name] = np.ones(tensor.shape, dtype=bool)
+        else:
+            values = rng.standard_normal(tensor.shape)
+            feeds[tensor.name] = values.astype(FLOAT_INPUTS.get(tensor.dtype, np.float32))
+    return feeds
 
 
 def measure_network(backend: Backend, model: onnx.ModelProto, graph) -> Measurement:
@@ -151,6 +167,9 @@ def validate_network(spec: str, pack: Pack, backend: Backend, batch: int | None,
     name, model = load_network(spec, batch)
     graph = load_graph(model)
     predicted = predict(graph, pack, fusion=fusion)
+    reason = partial_reason(graph, predicted, pack)
+    if reason:
+        raise NpowerError(f"{reason}: not validated")
     predicted_ms = sum(layer.ms for layer in predicted)
     paleo = paleo_ms(graph, pack)
     if predictor == "paleo":

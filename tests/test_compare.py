@@ -16,7 +16,7 @@ from npower.html_report import pareto_front
 
 from conftest import linear_pack, need_shared
 
-CPU_PACK = "amd-epyc-cpu-ort1.32-fp32"
+CPU_PACK = "amd-epyc-cpu-ort1.32-fp32-extended"
 
 
 def write_zoo(tmp_path, name):

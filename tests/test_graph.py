@@ -184,3 +184,18 @@ def test_opsets_13_to_21_give_the_same_features(name, opset):
         return [(n.op_type, extract(n).kind, n.outputs[0].shape, extract(n).specials.get("macs"))
                 for n in load_graph(m).nodes]
     assert signature(model) == signature(base)
+
+
+def test_an_identity_of_an_initializer_is_a_weight():
+    """The PyTorch exporter shares equal initializers (zero biases) through Identity nodes, chained at times:
+    the Conv's bias must stay a constant, or no NCHWc layout rule accepts the Conv."""
+    nodes = [helper.make_node("Identity", ["b0"], ["b1"]), helper.make_node("Identity", ["b1"], ["b2"]),
+             helper.make_node("Conv", ["x", "w", "b2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [32, 16, 3, 3], [0.0] * 32 * 16 * 9),
+         helper.make_tensor("b0", TensorProto.FLOAT, [32], [0.0] * 32)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    conv = next(node for node in load_graph(model).nodes if node.op_type == "Conv")
+    assert [t.is_weight for t in conv.inputs] == [False, True, True]

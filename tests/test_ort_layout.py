@@ -24,11 +24,12 @@ from conftest import linear_pack
 from npower import zoo
 from npower.cli import main
 from npower.features import extract
-from npower.features_nchwc import NCHWC
+from npower.features_nchwc import NCHWC, valid_macs
 from npower.fit import current_layer
 from npower.graph import Node, load_graph
 from npower.kernel_map import kernel_nodes
 from npower.profile.backends import KernelProfile, KernelTime
+from npower.profile.cache_state import InNetworkCacheState
 from npower.profile.ort_trace import costed_kernels, op_name
 from npower.runtimes import RULE_SETS
 
@@ -185,6 +186,7 @@ def test_profile_at_level_all_samples_each_kernel(tmp_path):
                  "--max-seconds", "0.05", "--quiet"]) == 0
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert rows[0]["type"] == "header" and rows[0]["runtime"]["graph_optimization"] == "all"
+    assert rows[0]["cache_state"] == InNetworkCacheState.description
     kernels = rows[1:]
     assert kernels and not [row["error"] for row in kernels if row.get("error")]
     kinds = collections.Counter(row["kind"] for row in kernels)
@@ -208,3 +210,26 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     assert main(["analyze", str(model), "--gpu", "levelpack", "--profiles", str(tmp_path)]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
+
+
+@pytest.mark.parametrize("x, w, pads, strides, taps", [
+    # 3x3, pad 1 over a 1-pixel-high map: only the middle kernel row reads it (1 of 3 rows);
+    # along the width, 128 outputs x 3 taps less the 2 that fall on the left and right padding
+    ((11, 384, 1, 128), (64, 384, 3, 3), [1, 1, 1, 1], [1, 1], 1 * (3 * 128 - 2)),
+    # 3x3, pad 1, stride 2 over 7x7 -> 4x4 outputs reading input rows -1..7: taps on -1 (output 0) and on 7
+    # (output 3, tap 2) fall on padding: 12 - 2 = 10 per axis
+    ((1, 32, 7, 7), (32, 32, 3, 3), [1, 1, 1, 1], [2, 2], 10 * 10),
+    # no padding: every tap reads the input (7 x 7 outputs x 9 taps)
+    ((2, 16, 9, 9), (48, 16, 3, 3), [0, 0, 0, 0], [1, 1], 49 * 9),
+])
+def test_valid_macs_leave_out_the_taps_on_the_padding(x, w, pads, strides, taps):
+    out = [(x[i + 2] + pads[i] + pads[i + 2] - w[i + 2]) // strides[i] + 1 for i in range(2)]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], domain=NCHWC, kernel_shape=list(w[2:]), pads=pads,
+                            strides=strides, dilations=[1, 1], group=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x[0], w[0], *out])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w, np.zeros(w, np.float32).ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)])
+    conv = load_graph(model).nodes[0]
+    assert valid_macs(conv) == x[0] * w[0] * w[1] * taps
+    assert extract(conv).features["valid_macs"] == valid_macs(conv)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import tempfile
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -15,7 +16,7 @@ from npower.graph import load_graph
 from npower.kernel_map import RUNTIME_ROW
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.validate import accuracy, profile_layers
+from npower.validate import TOKEN_IDS, accuracy, profile_layers, random_feeds
 
 from conftest import linear_pack
 
@@ -85,3 +86,15 @@ def test_layer_rows_account_for_the_profiled_inference(name, tmp_path, monkeypat
     assert sum(row["measured_ms"] for row in rows if row["name"] == RUNTIME_ROW) <= 0.01 * measured
     assert [row["name"] for row in rows if row["predicted_ms"] > 0 and row["measured_ms"] == 0] == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_random_feeds_give_each_input_its_own_type():
+    """Token ids must be integers (a float feed fails in onnxruntime) and within any vocabulary."""
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 16]),
+              helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])]
+    node = helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT)
+    add = helper.make_node("Add", ["f", "x"], ["y"])
+    graph = helper.make_graph([node, add], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])])
+    feeds = random_feeds(load_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    assert feeds["ids"].dtype == np.int64 and 0 <= feeds["ids"].min() and feeds["ids"].max() < TOKEN_IDS
+    assert feeds["x"].dtype == np.float32 and (feeds["x"] != 0).all()

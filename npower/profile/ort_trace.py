@@ -5,7 +5,8 @@ ReorderOutput. A network pays the reorders only where its blocked regions begin 
 kernel is sampled on its own: the planned single-node graph runs under onnxruntime's profiler
 (timed by the backend's policy), and every kernel onnxruntime executed becomes one sample row with
 the config, kind and features of the kernel npower's rules synthesize for it, and its time per
-inference from the trace (median, p10, p90 over the timed runs). The kernels onnxruntime ran must
+inference from the trace (median, p10, p90 over the timed runs). Every run starts from the cache
+state the kernel meets inside a network (`cache_state`). The kernels onnxruntime ran must
 be the ones the rules predict for that graph: a mismatch is recorded as the row's error (nothing
 is fitted from it), so every profiled config also checks the rules.
 """
@@ -22,6 +23,7 @@ from ..runtimes import Runtime, RuleSet
 from ..runtimes.ort_layout import LayoutRuleSet
 from .backends import summarize, time_runs
 from .build import build_model, make_feeds
+from .cache_state import in_network_cache_state
 
 
 def traces_kernels(backend) -> bool:
@@ -69,10 +71,13 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
     rules = Runtime.from_dict(backend.runtime_info(), "backend").rules
     expected = costed_kernels(load_graph(build_model(config, values=False)), rules)
 
-    def loop(run: Callable[[], None]) -> None:
-        time_runs(run, backend.policy)
+    feeds = make_feeds(config, seed)
+    state = in_network_cache_state()
 
-    events, executed = backend.trace(build_model(config, seed).SerializeToString(), make_feeds(config, seed), loop)
+    def loop(run: Callable[[], None]) -> None:
+        time_runs(state.around(run, feeds), backend.policy)
+
+    events, executed = backend.trace(build_model(config, seed).SerializeToString(), feeds, loop)
     ran = sorted(kernel_runs(events, executed, backend.policy.warmup_runs).values(), key=lambda item: item[0])
     ours = sorted(expected, key=lambda kernel: op_name(kernel.domain, kernel.op_type))
     names = [op for op, _ in ran], [op_name(k.domain, k.op_type) for k in ours]

@@ -16,6 +16,7 @@ from ..features import LayerFeatures, extract
 from ..graph import load_graph
 from .backends import Backend
 from .build import build_model, make_feeds
+from .cache_state import in_network_cache_state
 from .harvest import harvest
 from .ort_trace import kernel_rows, traces_kernels
 from .plan import Config, config_key, generate
@@ -141,6 +142,8 @@ def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int,
     header = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "npower_version": __version__, "seed": seed, "device": backend.device_info(),
               "runtime": backend.runtime_info(), "timing": vars(backend.policy)}
+    if traces_kernels(backend):
+        header["cache_state"] = in_network_cache_state().description
     if not existing and todo:
         header["device"].update(measure_peaks(backend))
     bar = Progress(len(todo), progress)

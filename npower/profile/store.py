@@ -69,7 +69,7 @@ def _first_row(handle) -> dict[str, Any]:
 
 def check_same_runtime(path: Path, existing: dict[str, Any], header: dict[str, Any]) -> None:
     """Samples are bound to the device and runtime that measured them: refuse to append samples measured
-    with another one (threads, optimisation level, provider, version) to an existing file."""
+    with another one (threads, optimisation level, provider, version, cache state) to an existing file."""
     if not existing:
         raise NpowerError(f"{path}: cannot resume: the file has no header row saying which runtime measured it")
     old, new = existing.get("runtime", {}), header.get("runtime", {})
@@ -77,6 +77,8 @@ def check_same_runtime(path: Path, existing: dict[str, Any], header: dict[str, A
     old_device, new_device = existing.get("device", {}).get("name"), header.get("device", {}).get("name")
     if old_device != new_device:
         changed.append(f"device '{old_device}' -> '{new_device}'")
+    if existing.get("cache_state") != header.get("cache_state"):
+        changed.append(f"cache state '{existing.get('cache_state')}' -> '{header.get('cache_state')}'")
     if changed:
         raise NpowerError(f"{path} holds samples of another runtime ({', '.join(changed)}): "
                           "write to a new sample file")
