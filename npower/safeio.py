@@ -71,6 +71,8 @@ def load_yaml(text: str, where: str) -> Any:
         _check_events(text, where)
         return yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(getattr(exc, "problem", "")):  # PyYAML >= 6.0.4 stops at 1,000 itself
+            raise NpowerError(f"{where}: YAML nested more than {MAX_YAML_DEPTH} levels deep") from exc
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise NpowerError(f"{where}: invalid YAML{at}") from exc
