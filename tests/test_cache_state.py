@@ -33,8 +33,6 @@ def test_each_run_follows_an_eviction_and_a_read_of_its_inputs():
     evict = state.buffer
 
     class Buffer:
-        size = evict.size
-
         def sum(self) -> float:
             log.append("evict")
             return 0.0

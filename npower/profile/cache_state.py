@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-DESCRIPTION = "in-network: caches evicted, then the inputs re-read, before every run"
 FALLBACK_CACHE_BYTES = 32 << 20
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -39,7 +38,7 @@ def last_level_cache_bytes(cpu: str = "/sys/devices/system/cpu/cpu0") -> int:
 class InNetworkCacheState:
     """Wraps a run so that it starts from the in-network cache state (see the module doc)."""
 
-    description = DESCRIPTION
+    description = "in-network: caches evicted, then the inputs re-read, before every run"
 
     def __init__(self, evict_bytes: int | None = None):
         size = evict_bytes if evict_bytes is not None else 2 * last_level_cache_bytes()
