@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import onnx
 from onnx import helper
@@ -10,6 +10,7 @@ from onnx import helper
 from .attrs import resolve_window, with_defaults
 from .errors import NpowerError
 from .modelio import ModelSource, load_model
+from .shape_values import fold
 
 CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
 MAX_USER_DIM = 2**31 - 1  # --batch and --input-shape dimensions
@@ -98,10 +99,12 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 def load_graph(source: ModelSource, batch: int | None = None,
                input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
-    """Load a model and return its resolved Graph."""
+    """Load a model and return its resolved Graph (shape values computed from constants and static shapes
+    are evaluated, for the layers shape inference alone leaves unresolved)."""
     model = load_model(source)
     _bind_inputs(model, batch, dict(input_shapes or {}))
-    return walk(_infer(model))
+    inferred, values = fold(model, _infer)
+    return walk(inferred, values.keys())
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -151,6 +154,8 @@ def _bind_inputs(model: onnx.ModelProto, batch: int | None, shapes: dict[str, tu
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except MemoryError:
+        raise NpowerError("ONNX shape inference ran out of memory (a constant too large to propagate)") from None
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NpowerError(f"ONNX shape inference failed: {first_line}") from exc
@@ -175,7 +180,7 @@ def _dtype_name(tensor: str, elem: int) -> str:
         raise NpowerError(f"invalid graph: tensor '{tensor}' has element type {elem}, which ONNX does not define") from None
 
 
-def _collect_tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
+def _collect_tensors(model: onnx.ModelProto, constants: Collection[str]) -> dict[str, Tensor]:
     graph = model.graph
     tensors: dict[str, Tensor] = {}
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
@@ -186,6 +191,8 @@ def _collect_tensors(model: onnx.ModelProto) -> dict[str, Tensor]:
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             _mark_weight(tensors, node.output[0])
+    for name in constants:
+        _mark_weight(tensors, name)
     _propagate_through_identity(graph, tensors)
     return tensors
 
@@ -249,9 +256,10 @@ def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return order
 
 
-def walk(model: onnx.ModelProto) -> Graph:
-    """Turn a shape-inferred ModelProto into a Graph of resolved nodes."""
-    tensors = _collect_tensors(model)
+def walk(model: onnx.ModelProto, constants: Collection[str] = ()) -> Graph:
+    """Turn a shape-inferred ModelProto into a Graph of resolved nodes; tensors named in constants are
+    computed from constants only (the runtime folds them), and count as weights like initializers."""
+    tensors = _collect_tensors(model, constants)
     unknown: list[str] = []
 
     def tensor(name: str) -> Tensor | None:

@@ -1,10 +1,13 @@
-"""The profiler's in-network cache state: cache size from sysfs, the wrapped run, and samples bound to it."""
+"""The profiler's in-network cache states: cache size from sysfs, the alternating run, which kernels meet
+which state, and samples bound to it."""
 from __future__ import annotations
 
 import pytest
 
 from npower import NpowerError
-from npower.profile.cache_state import FALLBACK_CACHE_BYTES, InNetworkCacheState, last_level_cache_bytes
+from npower.graph import Node, Tensor
+from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, last_level_cache_bytes,
+                                         reads_weight_matrix)
 from npower.profile.store import SampleWriter
 
 
@@ -27,7 +30,7 @@ class Recorder:
         return 0.0
 
 
-def test_each_run_follows_an_eviction_and_a_read_of_its_inputs():
+def test_calls_alternate_between_an_eviction_with_a_read_of_the_inputs_and_a_hot_run():
     log: list[str] = []
     state = InNetworkCacheState(evict_bytes=1 << 12)
     evict = state.buffer
@@ -38,11 +41,31 @@ def test_each_run_follows_an_eviction_and_a_read_of_its_inputs():
             return 0.0
 
     state.buffer = Buffer()
-    prepared = state.around(lambda: log.append("run"), {"x0": Recorder(log, "x0"), "x1": Recorder(log, "x1")})
-    prepared()
-    prepared()
-    assert log == ["evict", "read x0", "read x1", "run"] * 2
+    prepared = state.alternate(lambda: log.append("run"), {"x0": Recorder(log, "x0"), "x1": Recorder(log, "x1")})
+    for _ in range(4):
+        prepared()
+    assert log == ["evict", "read x0", "read x1", "run", "run"] * 2
     assert evict.nbytes == 1 << 12
+    # after 3 warm-up calls, the timed calls are numbered 3, 4, 5, ...: odd ones hot
+    assert InNetworkCacheState.split([3.0, 4.0, 5.0, 6.0, 7.0], first_call=3) == ([4.0, 6.0], [3.0, 5.0, 7.0])
+
+
+def _kernel(op: str, *weights: tuple) -> Node:
+    inputs = [Tensor("x", (1, 64, 8, 8), "float32", 4)] + [Tensor(f"w{i}", shape, "float32", 4, True)
+                                                           for i, shape in enumerate(weights)]
+    return Node(op, op, "", inputs, [Tensor("y", (1, 64, 8, 8), "float32", 4)], {})
+
+
+@pytest.mark.parametrize("kernel, cold", [
+    (_kernel("Conv", (64, 64, 1, 1), (64,)), True),          # a 1x1 filter bank
+    (_kernel("Conv", (64, 1, 3, 3)), True),                  # depthwise
+    (_kernel("MatMul", (768, 3072)), True),
+    (_kernel("LayerNormalization", (64,), (64,)), False),    # scale and shift only
+    (_kernel("Mul", (1, 64, 1, 1)), False),                  # a per-channel constant
+    (_kernel("Relu"), False),
+])
+def test_only_kernels_reading_a_weight_matrix_meet_evicted_caches(kernel, cold):
+    assert reads_weight_matrix(kernel) is cold
 
 
 def test_samples_of_another_cache_state_are_not_resumed(tmp_path):

@@ -1,8 +1,8 @@
 """Kernel rules agree, op by op, with what onnxruntime executes.
 
-CPU rule sets: for every zoo network and each CPU level, the kernels npower costs are exactly the
-nodes of onnxruntime's optimised model: the same op-type multiset and the same graph nodes. The
-CUDA rule set (no GPU here) is checked against onnxruntime's transformer registrations, quoted
+CPU rule sets: for every zoo network, and for small MatMul graphs, at each CPU level, the kernels npower
+costs are exactly the nodes of onnxruntime's optimised model: the same op-type multiset and the same graph
+nodes. The CUDA rule set (no GPU here) is checked against onnxruntime's transformer registrations, quoted
 where they are used: ConvActivationFusion takes Relu only on the CUDA provider, plus Conv+Add+Relu;
 GemmActivationFusion is registered for the CPU provider only; the transformer fusions
 (QuickGelu, Gelu, SkipLayerNormalization, FusedMatMul) are registered for CPU and CUDA alike.
@@ -14,6 +14,7 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -65,7 +66,7 @@ def npower_kernels(graph: Graph, fusions: dict[str, Fusion]) -> dict[str, str]:
         op = fusion.kernel.op_type if fusion is not None and fusion.kernel is not None else node.op_type
         absorbed = members[node.name]
         renamed = {"Conv": "FusedConv", "Gemm": "FusedGemm"}.get(op) if absorbed & ACTIVATIONS else None
-        if op == "MatMul" and absorbed & {"Mul", "Transpose"}:
+        if op == "MatMul" and absorbed & {"Mul", "Div", "Transpose"}:
             renamed = "FusedMatMul"
         if op == "LayerNormalization" and "Add" in absorbed:
             renamed = "SkipLayerNormalization"
@@ -139,3 +140,46 @@ def test_cuda_rules_follow_onnxruntimes_cuda_registrations():
         cpu, cuda = _kernel_ops(graph), _kernel_ops(graph, CUDA)
         for op in ("QuickGelu", "Gelu", "SkipLayerNormalization", "FusedMatMul", "Gemm"):
             assert cuda[op] == cpu[op], (name, op)
+
+
+def _matmul_model(nodes: list[onnx.NodeProto], weights: dict[str, tuple]) -> onnx.ModelProto:
+    """Graph inputs a (2, 4, 8) and b (2, 8, 4); `weights` name -> shape (filled with 0.5)."""
+    from onnx import TensorProto, helper, numpy_helper
+    initializers = [numpy_helper.from_array(np.full(shape, 0.5, np.float32), name) for name, shape in weights.items()]
+    readers = {i for n in nodes for i in n.input}
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+               for n in nodes for o in n.output if o not in readers]
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4, 8]),
+              helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 8, 4])]
+    graph = helper.make_graph(nodes, "matmul", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:
+    return onnx.helper.make_node(op, inputs, [output], name=output)
+
+
+MATMUL_CASES = {
+    # Add(bias, x), as the PyTorch exporter writes a Linear layer's bias: still MatMul + bias -> Gemm
+    "bias_first": ([_node("MatMul", ["a", "w"], "m"), _node("Add", ["bias", "m"], "y")], {"w": (8, 16), "bias": (16,)}),
+    # scalar scales of both operands (attention's q and k scaled apart) and a division of the output -> alpha
+    "scaled_operands": ([_node("Mul", ["a", "s"], "as"), _node("Mul", ["t", "b"], "bs"),
+                         _node("MatMul", ["as", "bs"], "m"), _node("Div", ["m", "d"], "y")],
+                        {"s": (), "t": (1, 1, 1), "d": ()}),
+    # a per-element scale is no scale; nor is a constant divided by the operand
+    "scales_that_stay": ([_node("Div", ["s", "a"], "as"), _node("MatMul", ["as", "b"], "y"),
+                          _node("Mul", ["b", "v"], "bv"), _node("MatMul", ["a", "bv"], "z")],
+                         {"s": (), "v": (1, 1, 4)}),
+}
+
+
+@needs_ort
+@pytest.mark.parametrize("name", list(MATMUL_CASES))
+def test_matmul_fusions_on_small_graphs_are_onnxruntimes(name):
+    model = _matmul_model(*MATMUL_CASES[name])
+    graph = load_graph(model)
+    for level in CPU_LEVELS:
+        ours = npower_kernels(graph, RULE_SETS[("onnxruntime", "cpu", level)].kernels(graph))
+        ops, hosts = onnxruntime_kernels(graph, executed_graph(model, level))
+        assert collections.Counter(ours.values()) == ops, level
+        assert set(ours) == hosts, level

@@ -20,11 +20,10 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 def walk_all(data: bytes) -> None:
     try:
-        graph = load_graph(data)
+        for node in load_graph(data).nodes:
+            extract(node)
     except NpowerError:
         return
-    for node in graph.nodes:
-        extract(node)
 
 
 @FAST

@@ -145,6 +145,14 @@ CASES = {
     "batchnorm_on_blocked_becomes_conv": _graph(_conv("x", "a", 32, 32, 3), _op("Relu", ["a"], "r"),
                                                 (_op("BatchNormalization", ["r", "s", "t", "m", "v"], "n"),
                                                  [(n, [32]) for n in "stmv"]), _op("Relu", ["n"], "y")),
+    # a Mul by a per-channel constant of a blocked tensor: a depthwise 1x1 Conv (taking the Relu after it); by a
+    # scalar, of a plain tensor, or an Add of a per-channel constant: plain
+    "per_channel_mul_becomes_conv": _graph((_op("Mul", ["x", "s0"], "xs"), [("s0", [1, 32, 1, 1])]),
+                                           _conv("xs", "a", 32, 32, 3), _op("Relu", ["a"], "r"),
+                                           (_op("Mul", ["s1", "r"], "m"), [("s1", [32, 1, 1])]),
+                                           _op("Relu", ["m"], "q"),
+                                           (_op("Mul", ["q", "k"], "n"), [("k", [1])]),
+                                           (_op("Add", ["n", "t"], "y"), [("t", [1, 32, 1, 1])])),
     "pools_and_elementwise": _graph(_op("MaxPool", ["x"], "p", kernel_shape=[2, 2], strides=[2, 2]),
                                     _conv("p", "a", 24, 32, 3), _op("AveragePool", ["a"], "q", kernel_shape=[2, 2]),
                                     _conv("p", "b", 32, 32, 1), _conv("p", "c", 32, 32, 3), _op("Mul", ["b", "c"], "m"),
@@ -179,7 +187,8 @@ def test_layout_rules_on_small_graphs_are_onnxruntimes(name):
 @needs_ort
 def test_profile_at_level_all_samples_each_kernel(tmp_path):
     """`npower profile --optimization all` on a tiny plan: a Conv sample becomes rows of its blocked kernel and
-    its reorders, each refitted by `npower fit` to the kind it was recorded as; none fails the rules check."""
+    its reorders, each refitted by `npower fit` to the kind it was recorded as and timed in the cache state it
+    meets in a network; none fails the rules check."""
     samples = tmp_path / "all.jsonl"
     assert main(["profile", "-o", str(samples), "--optimization", "all", "--scale", "0.01", "--kinds",
                  "conv,maxpool,global_avgpool,relu", "--max-macs", "2e7", "--min-runs", "3", "--min-seconds", "0.01",
@@ -193,6 +202,8 @@ def test_profile_at_level_all_samples_each_kernel(tmp_path):
     assert kinds["reorder_output"] >= 1 and any(kind.startswith("nchwc_conv") for kind in kinds), kinds
     for row in kernels:
         assert row["median_ms"] > 0 and current_layer(row)[0] == row["kind"]
+        assert row["cache_state"] == ("evicted" if "conv" in row["kind"] else "hot")  # only convs read weights
+        assert row["median_ms"] == row["states"][row["cache_state"]]["median_ms"]
     by_key = collections.defaultdict(set)
     for row in kernels:
         by_key[row["key"]].add(row["kernel"])

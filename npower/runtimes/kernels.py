@@ -129,12 +129,14 @@ def _has_const_input(node: Node) -> bool:
 
 
 def _group_end(ctx: Context, node: Node, host_types: set[str], index: int = 0) -> Node | None:
-    """If node's input `index` ends a group hosted by one of host_types and nothing else reads it."""
+    """If node's input `index` ends a group hosted by one of host_types (still running its own op, if with
+    other attributes or inputs) and nothing else reads it."""
     before = ctx.source(node, index)
     if before is None or ctx.sole_reader(before) is not node:
         return None
     host = ctx.by_name[ctx.host_of(before)]
-    if host.op_type not in host_types or ctx.found.get(host.name, Fusion()).kernel is not None:
+    kernel = ctx.found.get(host.name, Fusion()).kernel
+    if host.op_type not in host_types or (kernel is not None and kernel.op_type != host.op_type):
         return None
     return before if ctx.tail.get(host.name, host.outputs[0].name) == node.inputs[index].name else None
 
@@ -162,12 +164,14 @@ def activation(hosts: set[str], activations: set[str], costs: bool) -> Rule:
 
 
 def matmul_bias() -> Rule:
-    """MatMul by a 2-D weight + constant bias Add runs as one Gemm with bias; an N-D first operand is
-    flattened to 2-D around it (onnxruntime's MatMulAddFusion adds the Reshapes, which are views)."""
+    """MatMul by a 2-D weight + constant bias Add (either Add operand order) runs as one Gemm with bias; an
+    N-D first operand is flattened to 2-D around it (onnxruntime's MatMulAddFusion adds the Reshapes, which
+    are views)."""
     def rule(ctx: Context, node: Node) -> None:
         if node.op_type != "Add" or len(node.inputs) != 2 or not _has_const_input(node):
             return
-        before = _group_end(ctx, node, {"MatMul"})
+        data = 1 if node.inputs[0] is not None and node.inputs[0].is_weight else 0  # Add(bias, x) as Add(x, bias)
+        before = _group_end(ctx, node, {"MatMul"}, data)
         if before is None:
             return
         a, b = before.inputs[0], before.inputs[1]
@@ -181,14 +185,78 @@ def matmul_bias() -> Rule:
     return rule
 
 
-def matmul_scale() -> Rule:
-    """MatMul * constant scalar -> FusedMatMul (alpha)."""
+PAD_HOSTS = {"Conv", "AveragePool"}  # onnxruntime 1.32's PadFusion: not into MaxPool (it pads with -inf)
+
+
+def pad_fusion() -> Rule:
+    """A zero constant Pad of the spatial axes read only by a Conv or AveragePool (explicit pads) is dropped,
+    its padding added to the reader's pads (onnxruntime's PadFusion, basic level; an AveragePool then counts
+    the padding: count_include_pad=1). Not a Pad of another mode, with an `axes` input, padding the batch or
+    channel axis, or cropping."""
     def rule(ctx: Context, node: Node) -> None:
-        if node.op_type == "Mul" and any(t is not None and t.is_weight and t.elements == 1 for t in node.inputs):
-            before = _group_end(ctx, node, {"MatMul"})
+        pad = ctx.source(node)
+        if node.op_type not in PAD_HOSTS or pad is None or pad.op_type != "Pad" or ctx.sole_reader(pad) is not node \
+                or pad.name in ctx.found or len(node.outputs) != 1:
+            return
+        amounts = _pad_amounts(pad)
+        pads = list(node.attrs.get("pads", []))
+        if amounts is None or len(amounts) != len(pads):
+            return
+        attrs = {**node.attrs, "pads": [mine + extra for mine, extra in zip(pads, amounts)]}
+        if node.op_type == "AveragePool":
+            attrs["count_include_pad"] = 1
+        ctx.merge([pad], node, node.op_type, [pad.inputs[0], *node.inputs[1:]], attrs)
+    return rule
+
+
+def _pad_amounts(pad: Node) -> list[int] | None:
+    """A Pad's padding of the spatial axes as a window op's pads (begins, then ends), if it is one PadFusion
+    takes: mode constant, pads (and the value, taken as zero) constant, no `axes`, none on the batch and channel
+    axes, none negative. npower's graph holds no initializer values: the padding of each axis is read off the
+    shapes and split as exporters emit it (Keras' ZeroPadding2D, symmetric padding): the smaller half first."""
+    x, y = pad.inputs[0] if pad.inputs else None, pad.outputs[0]
+    constant = all(t is None or t.is_weight for t in pad.inputs[1:3])
+    axes = len(pad.inputs) > 3 and pad.inputs[3] is not None
+    if pad.attrs.get("mode", "constant") != "constant" or not constant or axes \
+            or pad.attrs.get("value", 0.0) != 0.0 or x is None or not x.known or not y.known \
+            or len(x.shape) != len(y.shape) or len(x.shape) < 3 or x.shape[:2] != y.shape[:2]:
+        return None
+    if "pads" in pad.attrs:  # opset < 11: pads is an attribute
+        amounts = list(pad.attrs["pads"])
+        rank = len(amounts) // 2
+        return None if min(amounts) < 0 else amounts[2:rank] + amounts[rank + 2:]
+    totals = [out - size for out, size in zip(y.shape[2:], x.shape[2:])]
+    if min(totals) < 0:
+        return None
+    return [total // 2 for total in totals] + [total - total // 2 for total in totals]
+
+
+def matmul_scale() -> Rule:
+    """A scale by a constant scalar (x * c, c * x, x / c) of a MatMul's output, or of an operand only the
+    MatMul reads, -> FusedMatMul (alpha): onnxruntime's MatMulScaleFusion."""
+    def rule(ctx: Context, node: Node) -> None:
+        data = _scaled_operand(node)
+        if data is not None:
+            before = _group_end(ctx, node, {"MatMul"}, data)
             if before is not None:
                 ctx.absorb(node, before)
+        elif node.op_type == "MatMul":
+            for index in (0, 1):
+                scale = ctx.source(node, index)
+                if scale is not None and _scaled_operand(scale) is not None and ctx.sole_reader(scale) is node \
+                        and scale.name not in ctx.found:
+                    ctx.found[scale.name] = Fusion(host=node.name)
     return rule
+
+
+def _scaled_operand(node: Node) -> int | None:
+    """For a Mul by, or Div by, a one-element constant: the index of the input it scales."""
+    if len(node.inputs) != 2 or None in node.inputs or node.op_type not in ("Mul", "Div"):
+        return None
+    scalar = [t.is_weight and t.known and t.elements == 1 for t in node.inputs]
+    if node.op_type == "Div":
+        return 0 if scalar[1] else None
+    return 0 if scalar[1] else 1 if scalar[0] else None
 
 
 def transposed_operand() -> Rule:

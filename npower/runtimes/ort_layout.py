@@ -10,7 +10,8 @@ zoo network:
   has one group (fewer input channels than a block: it reads the plain NCHW tensor directly;
   otherwise a multiple of 4, padded to a block), is depthwise (a multiple of 4 channels, padded),
   or has whole blocks of input and output channels per group. Output channels are padded.
-- BatchNormalization on a blocked tensor -> a depthwise 1x1 nchwc Conv.
+- BatchNormalization on a blocked tensor -> a depthwise 1x1 nchwc Conv; so does a Mul of a blocked
+  tensor by a per-channel constant (shape (C,1,1) or (1,C,1,1); no bias: an Add of one stays plain).
 - MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool (2-D, channels a multiple of the block,
   no indices output) -> nchwc pool, reordering a plain input (a global pool only a graph input).
 - Resize, linear, integer spatial scales (half_pixel, align_corners or asymmetric) of a blocked
@@ -206,15 +207,20 @@ def _batchnorm(layout: Layout, node: Node, kernel: Node) -> bool:
     x = kernel.inputs[0]
     if x.name not in layout.blocked or not _four_d(x):
         return False
+    _channel_conv(layout, node, x, bias=True)
+    return True
+
+
+def _channel_conv(layout: Layout, node: Node, x: Tensor, bias: bool) -> None:
+    """Node, a per-channel scale (and shift) of blocked `x`, runs as a depthwise 1x1 nchwc Conv."""
     channels = layout.blocked[x.name].channels
     weight = Tensor(f"{node.name}/scale", (padded(channels), 1, 1, 1), x.dtype, x.itemsize, True)
-    bias = Tensor(f"{node.name}/shift", (padded(channels),), x.dtype, x.itemsize, True)
+    shift = [Tensor(f"{node.name}/shift", (padded(channels),), x.dtype, x.itemsize, True)] if bias else []
     attrs = {"group": padded(channels), "kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
              "dilations": [1, 1]}
-    conv = Node(node.name, "Conv", NCHWC, [layout.blocked_input(x), weight, bias], [], attrs)
+    conv = Node(node.name, "Conv", NCHWC, [layout.blocked_input(x), weight, *shift], [], attrs)
     conv.outputs.append(layout.write(node.name, layout.tail[node.name], channels, conv))
     layout.set_kernel(node, conv)
-    return True
 
 
 def _pool(layout: Layout, node: Node, kernel: Node) -> bool:
@@ -285,10 +291,26 @@ def _add(layout: Layout, node: Node, kernel: Node) -> bool:
 
 
 def _mul(layout: Layout, node: Node, kernel: Node) -> bool:
+    """Two blocked tensors of one shape: a blocked Mul; a blocked tensor by a per-channel constant: a Conv."""
     blocked = _same_blocked(layout, kernel)
     if blocked is not None:
         layout.write(node.name, kernel.outputs[0], blocked[0].channels)
-    return blocked is not None
+        return True
+    x = _channel_scaled(layout, kernel)
+    if x is not None:
+        _channel_conv(layout, node, x, bias=False)
+    return x is not None
+
+
+def _channel_scaled(layout: Layout, kernel: Node) -> Tensor | None:
+    """The blocked 4-D input of a two-input op whose other input is a constant of one value per channel."""
+    if len(kernel.inputs) != 2 or None in kernel.inputs:
+        return None
+    for x, scale in (kernel.inputs, kernel.inputs[::-1]):
+        if x.name in layout.blocked and _four_d(x) and scale.is_weight \
+                and scale.shape in ((x.shape[1], 1, 1), (1, x.shape[1], 1, 1)) and x.shape[1] > 1:
+            return x
+    return None
 
 
 def _concat(layout: Layout, node: Node, kernel: Node) -> bool:
