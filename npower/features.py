@@ -213,12 +213,18 @@ def _split_at_axis(shape: tuple, axis: int) -> tuple[int, int, int]:
     return _prod(shape[:axis]), int(shape[axis]) if shape else 1, _prod(shape[axis + 1:])
 
 
-@register("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization")
-def _layernorm(node: Node) -> LayerFeatures:
+@register("LayerNormalization", "SimplifiedLayerNormalization")
+def _layernorm(node: Node, kind: str = "layernorm") -> LayerFeatures:
     x = node.inputs[0].shape
     axis = int(node.attrs.get("axis", -1)) % len(x)
     features = {"rows": _prod(x[:axis]), "norm_size": _prod(x[axis:])}
-    return LayerFeatures("layernorm", _floats(features), _specials(node, 0, 5 * _prod(x)))
+    return LayerFeatures(kind, _floats(features), _specials(node, 0, 5 * _prod(x)))
+
+
+@register("SkipLayerNormalization")
+def _skip_layernorm(node: Node) -> LayerFeatures:
+    """onnxruntime's residual Add + LayerNormalization kernel: a kind of its own (its own cost)."""
+    return _layernorm(node, "skip_layernorm")
 
 
 @register("Softmax", "LogSoftmax")

@@ -84,7 +84,11 @@ def onnxruntime_kernels(graph: Graph, executed: onnx.GraphProto) -> tuple[collec
 @needs_ort
 @pytest.mark.parametrize("name", list(zoo.NETWORKS))
 def test_costed_kernels_are_onnxruntimes_op_by_op(name):
-    model = zoo.build(name, weights=True)
+    assert_kernels_are_onnxruntimes(zoo.build(name, weights=True))
+
+
+def assert_kernels_are_onnxruntimes(model: onnx.ModelProto) -> None:
+    """At each CPU level, npower's kernels are onnxruntime's, op by op, hosted by the same nodes."""
     graph = load_graph(model)
     for level in CPU_LEVELS:
         ours = npower_kernels(graph, RULE_SETS[("onnxruntime", "cpu", level)].kernels(graph))
@@ -176,10 +180,17 @@ MATMUL_CASES = {
 @needs_ort
 @pytest.mark.parametrize("name", list(MATMUL_CASES))
 def test_matmul_fusions_on_small_graphs_are_onnxruntimes(name):
-    model = _matmul_model(*MATMUL_CASES[name])
-    graph = load_graph(model)
-    for level in CPU_LEVELS:
-        ours = npower_kernels(graph, RULE_SETS[("onnxruntime", "cpu", level)].kernels(graph))
-        ops, hosts = onnxruntime_kernels(graph, executed_graph(model, level))
-        assert collections.Counter(ours.values()) == ops, level
-        assert set(ours) == hosts, level
+    assert_kernels_are_onnxruntimes(_matmul_model(*MATMUL_CASES[name]))
+
+
+def test_residual_add_and_layernorm_are_one_skip_layernorm_kernel_of_its_own_kind():
+    """onnxruntime's SkipLayerNormalization costs about 10x a LayerNormalization of the same rows on the CPU
+    (0.38 vs 0.03 ms at 128x768): it is costed as a kind of its own, over the Add's two inputs."""
+    graph = load_graph(zoo.build("vit_s_depth6", weights=False))
+    fusions = CPU_EXTENDED.kernels(graph)
+    skips = [f.kernel for f in fusions.values() if f.kernel is not None and f.kernel.op_type == "SkipLayerNormalization"]
+    assert skips and all(extract(k).kind == "skip_layernorm" for k in skips)
+    assert all(len(k.inputs) >= 3 and not k.inputs[0].is_weight and not k.inputs[1].is_weight for k in skips)
+    plain = [n for n in graph.nodes if n.op_type == "LayerNormalization" and n.name not in
+             {k.name for k in skips}]
+    assert plain and all(extract(n).kind == "layernorm" for n in plain)

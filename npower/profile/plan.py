@@ -97,6 +97,14 @@ def _gemm(s: Sampler) -> Config:
     return {"op": "Gemm", "attrs": {"transB": trans_b}, "inputs": inputs}
 
 
+def _transformer_gemm(s: Sampler) -> Config:
+    """A transformer's projection: (batch x tokens, hidden) by a (hidden, n) weight plus bias, the Gemm
+    onnxruntime runs for MatMul + Add (the `gemm` kind, drawn where CNN classifiers leave it sparse)."""
+    tokens = s.batch(16) * s.common_or_log([49, 64, 128, 196, 197, 256, 384, 512], 1, 2048)
+    k, n = (s.common_or_log([256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096], 64, 8192) for _ in range(2))
+    return {"op": "Gemm", "attrs": {}, "inputs": [_tensor([tokens, k]), _tensor([k, n], True), _tensor([n], True)]}
+
+
 def _matmul(s: Sampler) -> Config:
     if s.rng.random() < 0.5:  # attention-like: (B, heads, T, d) x (B, heads, d, T) or (.., T, T) x (.., T, d)
         batch, heads = s.batch(64), s.choice([1, 2, 4, 6, 8, 12, 16])
@@ -135,10 +143,15 @@ def _nchw(op: str, attrs: dict | None = None, params: int = 0) -> Callable[[Samp
     return draw
 
 
+def _tokens(s: Sampler) -> list[int]:
+    """(batch, tokens, hidden) of a transformer's activations."""
+    return [s.batch(64), s.common_or_log([49, 128, 196, 197, 256, 512], 1, 2048),
+            s.common_or_log([64, 128, 256, 384, 512, 768, 1000, 1024], 2, 4096)]
+
+
 def _rows(s: Sampler) -> list[int]:
     if s.rng.random() < 0.5:
-        return [s.batch(64), s.common_or_log([49, 128, 196, 197, 256, 512], 1, 2048),
-                s.common_or_log([64, 128, 256, 384, 512, 768, 1000, 1024], 2, 4096)]
+        return _tokens(s)
     return [s.batch(), s.common_or_log([10, 100, 1000], 2, 30000)]
 
 
@@ -154,6 +167,14 @@ def _layernorm(s: Sampler) -> Config:
     shape = _rows(s)
     return {"op": "LayerNormalization", "attrs": {"axis": -1, "epsilon": 1e-5},
             "inputs": [_tensor(shape), _tensor([shape[-1]], True, init="positive"), _tensor([shape[-1]], True)]}
+
+
+def _skip_layernorm(s: Sampler) -> Config:
+    """onnxruntime's residual Add + LayerNormalization kernel (its contrib op takes 3-D inputs)."""
+    shape = _tokens(s)
+    return {"op": "SkipLayerNormalization", "domain": "com.microsoft", "attrs": {"epsilon": 1e-5},
+            "inputs": [_tensor(shape), _tensor(shape), _tensor([shape[-1]], True, init="positive"),
+                       _tensor([shape[-1]], True)], "out_shape": shape}
 
 
 def _activation_shape(s: Sampler) -> list[int]:
@@ -282,6 +303,9 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "resize": (_resize, 40),
     "transpose": (_transpose, 45),
     "reduce": (_reduce, 40),
+    # new entries go last: the others' seeds stay unchanged
+    "skip_layernorm": (_skip_layernorm, 40),
+    "transformer_gemm": (_transformer_gemm, 100),
 }
 
 

@@ -175,6 +175,12 @@ def _layernorm(spec: NodeSpec) -> Fn:
     return lambda x, w, b=None: F.layer_norm(x, x.shape[axis:], w, b, eps)
 
 
+@op("SkipLayerNormalization")
+def _skip_layernorm(spec: NodeSpec) -> Fn:
+    eps = spec.attrs.get("epsilon", 1e-5)
+    return lambda x, skip, w, b=None: F.layer_norm(x + skip, x.shape[-1:], w, b, eps)
+
+
 @op("LRN")
 def _lrn(spec: NodeSpec) -> Fn:
     a = spec.attrs
