@@ -6,16 +6,22 @@ kernel is sampled on its own: the planned single-node graph runs under onnxrunti
 (timed by the backend's policy, for each of the two cache states of `cache_state`), and every kernel
 onnxruntime executed becomes one sample row with the config, kind and features of the kernel
 npower's rules synthesize for it, and its time per inference from the trace (median, p10, p90 over
-the timed runs of the state that kernel meets inside a network; both states' timings are kept). The kernels onnxruntime ran must
-be the ones the rules predict for that graph: a mismatch is recorded as the row's error (nothing
-is fitted from it), so every profiled config also checks the rules.
+the timed runs of the state that kernel meets inside a network; both states' timings are kept).
+The profiler adds about 1 us to every kernel it traces: a new sample file's header records that
+overhead as measured on the machine (`trace_overhead_ms`), and `npower fit` takes it off each row.
+The kernels onnxruntime ran must be the ones the rules predict for that graph: a mismatch is
+recorded as the row's error (nothing is fitted from it), so every profiled config also checks the
+rules.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Callable
 
+import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
 from ..features import extract
 from ..features_nchwc import NCHWC
@@ -65,6 +71,30 @@ def kernel_config(kernel: Node) -> dict[str, Any]:
     return {"op": kernel.op_type, "domain": kernel.domain, "attrs": dict(kernel.attrs),
             "inputs": [{"shape": list(t.shape), "weight": t.is_weight} for t in kernel.inputs if t is not None],
             "out_shape": list(kernel.outputs[0].shape)}
+
+
+def trace_overhead_ms(backend, kernels: int = 200, runs: int = 200) -> float:
+    """Time onnxruntime's profiler adds to each kernel it traces: a chain of tiny element-wise kernels,
+    their traced times summed against the same runs timed by the wall clock (which also holds each
+    kernel's dispatch, paid inside networks as well), per kernel. About 1 us on the CPU pack's machine."""
+    nodes = [helper.make_node("Relu" if index % 2 else "Sigmoid", [f"t{index}"], [f"t{index + 1}"], name=f"k{index}")
+             for index in range(kernels)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(f"t{kernels}", TensorProto.FLOAT, [1, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    feeds = {"t0": np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)}
+    warmup = backend.policy.warmup_runs
+    run = backend.runner(backend.session(model), feeds)
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    for _ in range(runs):
+        run()
+    wall_ms = (time.perf_counter() - start) / runs * 1e3
+    events, executed = backend.trace(model, feeds, lambda traced: [traced() for _ in range(warmup + runs)])
+    timed = kernel_runs(events, executed, warmup).values()
+    traced_ms = sum(float(np.median(times)) for _, times in timed) * 1e3
+    return max(traced_ms - wall_ms, 0.0) / max(len(timed), 1)
 
 
 def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]) -> list[dict[str, Any]]:

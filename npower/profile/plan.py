@@ -86,6 +86,18 @@ def _conv(s: Sampler, transpose: bool = False) -> Config:
     return {"op": "ConvTranspose" if transpose else "Conv", "attrs": attrs, "inputs": inputs}
 
 
+def _odd_depthwise(s: Sampler) -> Config:
+    """A 2-D depthwise conv over a channel count that is not a multiple of 4 (NASNet's 11, 22, 42, ...):
+    onnxruntime's NCHWc layout leaves it plain at every level, so it is drawn where `conv` rarely goes."""
+    channels = 4 * s.log_int(1, 512) + int(s.rng.integers(1, 4))
+    k, stride = s.choice([3, 5, 7], [0.6, 0.3, 0.1]), s.choice([1, 2], [0.7, 0.3])
+    size = max(s.spatial(4, 224), k)
+    attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [k // 2] * 4, "group": channels,
+             "dilations": [1, 1]}
+    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(32), channels, size, size]),
+                                                     _tensor([channels, 1, k, k], True), _tensor([channels], True)]}
+
+
 def _gemm(s: Sampler) -> Config:
     m = s.batch(1024)
     k, n = s.common_or_log([256, 512, 1000, 1024, 2048, 4096, 9216, 25088], 10, 25088, 0.5), \
@@ -306,6 +318,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     # new entries go last: the others' seeds stay unchanged
     "skip_layernorm": (_skip_layernorm, 40),
     "transformer_gemm": (_transformer_gemm, 100),
+    "odd_depthwise": (_odd_depthwise, 80),
 }
 
 

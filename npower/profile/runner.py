@@ -18,7 +18,7 @@ from .backends import Backend
 from .build import build_model, make_feeds
 from .cache_state import in_network_cache_state
 from .harvest import harvest
-from .ort_trace import kernel_rows, traces_kernels
+from .ort_trace import kernel_rows, trace_overhead_ms, traces_kernels
 from .plan import Config, config_key, generate
 from .store import SampleWriter, read_samples
 
@@ -144,6 +144,8 @@ def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int,
               "runtime": backend.runtime_info(), "timing": vars(backend.policy)}
     if traces_kernels(backend):
         header["cache_state"] = in_network_cache_state().description
+        if not existing:
+            header["trace_overhead_ms"] = trace_overhead_ms(backend)
     if not existing and todo:
         header["device"].update(measure_peaks(backend))
     bar = Progress(len(todo), progress)
