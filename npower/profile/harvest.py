@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from onnx import numpy_helper
-
 from ..features import FREE, UNKNOWN, UNRESOLVED, extract
 from ..graph import Node, load_graph
 from ..modelio import load_model
+from ..shape_values import tensor_value
 from .plan import Config
 
 
@@ -35,8 +34,8 @@ def harvest(paths: Iterable[str]) -> Iterator[tuple[str, Config]]:
     seen: set[str] = set()
     for path in paths:
         model = load_model(path)
-        values = {init.name: numpy_helper.to_array(init).tolist() for init in model.graph.initializer
-                  if init.HasField("raw_data") or len(init.float_data) or len(init.int64_data)}
+        values = {init.name: value.tolist() for init in model.graph.initializer
+                  if (value := tensor_value(init)) is not None}
         for node in load_graph(model).nodes:
             kind = extract(node).kind
             if kind in (FREE, UNKNOWN, UNRESOLVED):

@@ -103,9 +103,7 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
     expected = costed_kernels(load_graph(build_model(config, values=False)), rules)
 
     feeds = make_feeds(config, seed)
-    state = in_network_cache_state()
-
-    policy = backend.policy
+    state, policy = in_network_cache_state(), backend.policy
 
     def loop(run: Callable[[], None]) -> None:
         time_runs(state.alternate(run, feeds), replace(policy, min_runs=2 * policy.min_runs))

@@ -16,7 +16,7 @@ from ..features import LayerFeatures, extract
 from ..graph import load_graph
 from .backends import Backend
 from .build import build_model, make_feeds
-from .cache_state import in_network_cache_state
+from .cache_state import InNetworkCacheState
 from .harvest import harvest
 from .ort_trace import kernel_rows, trace_overhead_ms, traces_kernels
 from .plan import Config, config_key, generate
@@ -143,7 +143,7 @@ def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int,
               "npower_version": __version__, "seed": seed, "device": backend.device_info(),
               "runtime": backend.runtime_info(), "timing": vars(backend.policy)}
     if traces_kernels(backend):
-        header["cache_state"] = in_network_cache_state().description
+        header["cache_state"] = InNetworkCacheState.description
         if not existing:
             header["trace_overhead_ms"] = trace_overhead_ms(backend)
     if not existing and todo:
