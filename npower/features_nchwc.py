@@ -7,7 +7,8 @@ run other algorithms than the ONNX ops of the same name, so they have kinds of t
 convolution picks one of four MLAS algorithms, as MLAS does: depthwise, NCHW input (fewer input
 channels than a block), pointwise (1x1, no padding) and the general blocked one. MLAS skips the
 kernel taps that fall on the zero padding, so these kinds also see `valid_macs`, the multiply-adds
-that read the input (a 3x3 kernel over a 1-pixel-high map does a third of its nominal work), the
+that read the input (a 3x3 kernel over a 1-pixel-high map does a third of its nominal work),
+`weight_touched`, the weights those taps load (what bounds a conv whose output is a few pixels), the
 output width its kernels vectorise over and `row_calls`, how many times the row kernel is called.
 """
 from __future__ import annotations
@@ -24,23 +25,37 @@ def qualified(op_type: str) -> str:
     return f"{NCHWC}:{op_type}"
 
 
-def valid_taps(size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> int:
-    """(output position, kernel tap) pairs along one spatial axis that read the input, not its padding."""
-    count = 0
+def tap_reads(size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> list[int]:
+    """For each kernel tap along one spatial axis, how many output positions read the input through it
+    (the others read the zero padding)."""
+    reads = []
     for tap in range(kernel):
         offset = tap * dilation - pad_begin  # output o reads input o * stride + offset
         first, last = max(0, -(offset // stride)), min(size_out - 1, (size_in - 1 - offset) // stride)
-        count += max(0, last - first + 1)
-    return count
+        reads.append(max(0, last - first + 1))
+    return reads
+
+
+def _axes_reads(node: Node) -> list[list[int]]:
+    """tap_reads along (d, h, w) of a convolution (a missing axis unpadded)."""
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    begins = [0] * (5 - len(x)) + list(node.attrs["pads"][:len(x) - 2])
+    axes = zip(_dhw(x[2:]), _dhw(y[2:]), _dhw(w[2:]), _dhw(node.attrs["strides"]), _dhw(node.attrs["dilations"]),
+               begins)
+    return [tap_reads(*axis) for axis in axes]
 
 
 def valid_macs(node: Node) -> float:
     """Multiply-adds of a convolution that read the input (taps on the zero padding left out)."""
-    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
-    begins = [0] * (5 - len(x)) + list(node.attrs["pads"][:len(x) - 2])  # (d, h, w), a missing axis unpadded
-    axes = zip(_dhw(x[2:]), _dhw(y[2:]), _dhw(w[2:]), _dhw(node.attrs["strides"]), _dhw(node.attrs["dilations"]),
-               begins)
-    return float(x[0] * w[0] * w[1] * _prod([valid_taps(*axis) for axis in axes]))
+    x, w = node.inputs[0].shape, node.inputs[1].shape
+    return float(x[0] * w[0] * w[1] * _prod([sum(reads) for reads in _axes_reads(node)]))
+
+
+def weight_touched(node: Node) -> float:
+    """Weights of a convolution that some output reads: a tap that only ever falls on the padding is
+    skipped, so its weights are never loaded (an 11x11 kernel over a 2x2 map reads 2x2 of its taps)."""
+    w = node.inputs[1].shape
+    return float(w[0] * w[1] * _prod([sum(1 for count in reads if count) for reads in _axes_reads(node)]))
 
 
 def row_calls(x: tuple, w: tuple, y: tuple, groups: int) -> int:
@@ -56,6 +71,7 @@ def row_calls(x: tuple, w: tuple, y: tuple, groups: int) -> int:
 def _nchwc_conv(node: Node) -> LayerFeatures:
     plain = _conv(node)
     plain.features["valid_macs"] = valid_macs(node)
+    plain.features["weight_touched"] = weight_touched(node)
     w = node.inputs[1].shape
     groups = int(node.attrs.get("group", 1))
     plain.features["row_calls"] = float(row_calls(node.inputs[0].shape, w, node.outputs[0].shape, groups))

@@ -27,6 +27,7 @@ from .device_features import derive as derive_device_features, names as device_f
 from .errors import NpowerError
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
+from .profile.repeats import PooledSample, pool_runs, pooled_device, repeat_noise_pct, trace_overheads
 from .profile.store import SampleFile, read_samples
 
 MIN_SAMPLES = 8
@@ -46,7 +47,7 @@ FIT_FEATURES = {
     "conv_1x1": _CONV_FEATURES,
     "conv_dw": _CONV_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
-                    ["valid_macs", "row_calls", "out_w"] + _CONV_FEATURES),
+                    ["valid_macs", "weight_touched", "row_calls", "out_w"] + _CONV_FEATURES),
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -329,76 +330,83 @@ def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
     return row["kind"], {**row["features"], **row["specials"]}
 
 
-def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
-    """A sample's runtime to fit: its median, less the time onnxruntime's profiler added to it where the
-    kernel was timed from the profiler's trace (rows with a `kernel`), kept to at least a tenth of it."""
-    ms = float(row["median_ms"])
-    return max(ms - trace_overhead_ms, 0.1 * ms) if "kernel" in row else ms
-
-
-def fit_pack(samples_path: str, name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
+def fit_pack(samples_paths: list[str], name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
              log: TextIO = sys.stderr, family: str = "lasso") -> tuple[Pack, list[dict[str, Any]]]:
-    """Fit every kind in a sample file into a Pack; returns the pack and a per-kind summary table."""
-    data = read_samples(samples_path)
-    for number, reason in data.bad_rows:
-        print(f"warning: {samples_path}:{number}: skipped corrupt row ({reason})", file=log)
-    if not data.header:
-        raise NpowerError(f"{samples_path}: no header row (not written by `npower profile`?)")
-    return fit_samples(data, name, Path(samples_path).name, folds, max_degree, seed, log, family)
+    """Fit every kind of one or more sample files (repeated profiles of one runtime, pooled) into a Pack;
+    returns the pack and a per-kind summary table."""
+    runs = []
+    for path in samples_paths:
+        data = read_samples(path)
+        for number, reason in data.bad_rows:
+            print(f"warning: {path}:{number}: skipped corrupt row ({reason})", file=log)
+        if not data.header:
+            raise NpowerError(f"{path}: no header row (not written by `npower profile`?)")
+        runs.append((Path(path).name, data))
+    return fit_samples(runs, name, folds, max_degree, seed, log, family)
 
 
-def fit_samples(data: SampleFile, name: str, samples_file: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
+def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
                 log: TextIO = sys.stderr, family: str = "lasso") -> tuple[Pack, list[dict[str, Any]]]:
-    """Fit every kind of parsed samples into a Pack (device features from the header's device block)."""
-    header = data.header
-    device = dict(header.get("device", {}))
-    by_kind: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {}
-    for row in data.samples:
-        if not row.get("error"):
-            kind, values = current_layer(row)
-            by_kind.setdefault(kind, []).append((row, values))
+    """Fit every kind of parsed sample files, named, into a Pack (device features from the device block)."""
+    header = runs[0][1].header
+    device = pooled_device(runs)
+    by_kind: dict[str, list[tuple[PooledSample, dict[str, float]]]] = {}
+    for sample in pool_runs(runs):
+        kind, values = current_layer(sample.row)
+        by_kind.setdefault(kind, []).append((sample, values))
     models: dict[str, KindModels] = {}
-    table, counts, ranges = [], {}, {}
-    overhead = float(header.get("trace_overhead_ms", 0.0))
+    table, counts, ranges, noise = [], {}, {}, {}
     for kind in sorted(by_kind):
-        good = [row for row, _ in by_kind[kind]]
+        good = [sample for sample, _ in by_kind[kind]]
         rows = _with_device_features(kind, [values for _, values in by_kind[kind]], device)
         counts[kind] = len(good)
         if len(good) < MIN_SAMPLES:
             print(f"warning: {kind}: only {len(good)} good samples, not fitted", file=log)
             continue
-        runtime = fit_target(kind, rows, np.array([runtime_target_ms(row, overhead) for row in good]), True, "ms",
+        runtime = fit_target(kind, rows, np.array([sample.runtime_ms for sample in good]), True, "ms",
                              folds, max_degree, seed, family)
         power = None
-        powered = [(values, row["watts"]) for row, values in zip(good, rows) if (row.get("watts") or 0) > 0]
+        powered = [(values, sample.mean_watts) for sample, values in zip(good, rows) if sample.mean_watts]
         if len(powered) >= MIN_SAMPLES:  # power may be measured on a subset of the samples (GPU campaign)
             power = fit_target(kind, [v for v, _ in powered], np.array([w for _, w in powered], dtype=float), False,
                                "W", folds, min(2, max_degree), seed)
         models[kind] = KindModels(runtime, power)
         ranges[kind] = {f: [min(r[f] for r in rows), max(r[f] for r in rows)] for f in rows[0]}
+        repeat = repeat_noise_pct(good) if len(runs) > 1 else None  # (a run's duplicate configs are too few)
+        if repeat is not None:
+            noise[kind] = round(repeat, 2)
         table.append({"kind": kind, "samples": len(good), "form": runtime.fit["form"],
                       "size": runtime.fit["model_size"], "heldout": runtime.fit["heldout_rmspe_pct"],
-                      "insample": runtime.fit["insample_rmspe_pct"],
+                      "insample": runtime.fit["insample_rmspe_pct"], "repeat": repeat,
                       "power_heldout": power.fit["heldout_rmspe_pct"] if power else None,
                       "power_size": power.fit["model_size"] if power else None})
         print(f"fitted {kind}: {len(good)} samples, nested held-out RMSPE {runtime.fit['heldout_rmspe_pct']:.1f} %",
               file=log)
     forms = (f"log2 polynomials of degree 1-{max_degree} by ridge regression (GCV penalty)" if family == "ridge" else
              "log2 polynomials, the published linear form (relative error) and work x rate, by LassoCV")
+    names = [run_name for run_name, _ in runs]
+    overheads = trace_overheads(runs)
     provenance = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"npower {__version__} (npower fit)",
-        "measured": header.get("created"),
-        "samples_file": samples_file,
+        "measured": header.get("created") if len(runs) == 1 else [run.header.get("created") for _, run in runs],
+        **({"samples_file": names[0]} if len(runs) == 1 else
+           {"samples_files": names,
+            "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
+                       "measured it; device numbers are the runs' mean",
+            "repeat_noise_pct": noise,
+            "repeat_noise": "run-to-run noise of one measurement: pooled standard deviation of log runtime, in %"}),
         "samples_total": sum(counts.values()),
-        "failed_samples": sum(1 for row in data.samples if row.get("error")),
+        "failed_samples": sum(1 for _, run in runs for row in run.samples if row.get("error")),
         "sample_counts": counts,
         "heldout_rmspe_pct": {row["kind"]: row["heldout"] for row in table},
         "sampled_ranges": ranges,
         "timing": header.get("timing"),
-        **({"trace_overhead_ms": overhead,
-            "trace_overhead": "taken off each kernel timed from onnxruntime's profiler trace before fitting"}
-           if overhead else {}),
+        **({"trace_overhead_ms": overheads[0] if len(runs) == 1 else overheads,
+            "trace_overhead": "taken off each kernel timed from onnxruntime's profiler trace before fitting"
+                              + ("" if len(runs) == 1 else "; per run, as measured by it, or by the runs that "
+                                 "measured it where a run predates the measurement")}
+           if any(overheads) else {}),
         "source_kind": "measured",
         "fit": {"runtime": f"per kind, the form with the lowest {folds}-fold RMSPE among {forms}; "
                            "each model's `fit` says which form won",
@@ -417,13 +425,16 @@ def _with_device_features(kind: str, rows: list[dict[str, float]], device: dict[
 
 
 def format_fit_table(table: list[dict[str, Any]]) -> str:
-    """Per-kind fit summary: samples, degree, model size, held-out and in-sample RMSPE."""
+    """Per-kind fit summary: samples, form, model size, held-out and in-sample RMSPE, power; with pooled
+    runs, the run-to-run noise of one measurement."""
+    repeats = any(row.get("repeat") is not None for row in table)
     lines = [f"{'kind':16s} {'samples':>7s} {'form':>13s} {'size':>4s} {'held-out RMSPE':>15s} {'in-sample':>9s} "
-             f"{'power':>7s}"]
+             f"{'power':>7s}" + (f" {'repeat noise':>12s}" if repeats else "")]
     for row in table:
         power = "-" if row["power_heldout"] is None else f"{row['power_heldout']:.1f}%"
+        repeat = "" if not repeats else " " + ("-" if row.get("repeat") is None else f"{row['repeat']:.1f}%").rjust(12)
         lines.append(f"{row['kind']:16s} {row['samples']:7d} {row['form']:>13s} {row['size']:4d} "
-                     f"{row['heldout']:14.1f}% {row['insample']:8.1f}% {power:>7s}")
+                     f"{row['heldout']:14.1f}% {row['insample']:8.1f}% {power:>7s}{repeat}")
     weights = [row["samples"] for row in table]
     if weights:
         mean = math.fsum(r["heldout"] * r["samples"] for r in table) / sum(weights)

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import linear_pack, single_node_model
 from npower import fit
+from npower.profile.repeats import runtime_target_ms, trace_overheads
+from npower.profile.store import SampleFile
 from npower.device_features import derive
 from npower.graph import load_graph
 from npower.pack import KindModels
@@ -84,6 +86,13 @@ def test_a_count_that_is_only_0_or_1_in_the_samples_is_not_a_variable():
 def test_the_profilers_per_kernel_overhead_comes_off_trace_timed_samples_only():
     """onnxruntime's profiler adds about 1 us to each kernel it traces, which a network run without it does
     not pay: `npower fit` takes the header's measured overhead off the rows timed from a trace."""
-    assert fit.runtime_target_ms({"median_ms": 0.0500, "kernel": "Relu"}, 0.001) == pytest.approx(0.049)
-    assert fit.runtime_target_ms({"median_ms": 0.0500}, 0.001) == 0.05  # timed by the wall clock
-    assert fit.runtime_target_ms({"median_ms": 0.0005, "kernel": "Relu"}, 0.001) == pytest.approx(0.00005)
+    assert runtime_target_ms({"median_ms": 0.0500, "kernel": "Relu"}, 0.001) == pytest.approx(0.049)
+    assert runtime_target_ms({"median_ms": 0.0500}, 0.001) == 0.05  # timed by the wall clock
+    assert runtime_target_ms({"median_ms": 0.0005, "kernel": "Relu"}, 0.001) == pytest.approx(0.00005)
+
+
+def test_a_run_from_before_the_overhead_was_measured_takes_the_measuring_runs_mean():
+    runs = [(name, SampleFile({} if value is None else {"trace_overhead_ms": value}, []))
+            for name, value in (("a", None), ("b", 0.001), ("c", 0.002))]
+    assert trace_overheads(runs) == pytest.approx([0.0015, 0.001, 0.002])
+    assert trace_overheads(runs[:1]) == [0.0]  # nobody measured it: nothing is taken off

@@ -24,7 +24,7 @@ from conftest import linear_pack
 from npower import zoo
 from npower.cli import main
 from npower.features import extract
-from npower.features_nchwc import NCHWC, valid_macs
+from npower.features_nchwc import NCHWC, valid_macs, weight_touched
 from npower.fit import current_layer
 from npower.graph import Node, load_graph
 from npower.kernel_map import kernel_nodes
@@ -224,17 +224,20 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
 
 
-@pytest.mark.parametrize("x, w, pads, strides, taps", [
+@pytest.mark.parametrize("x, w, pads, strides, taps, touched", [
     # 3x3, pad 1 over a 1-pixel-high map: only the middle kernel row reads it (1 of 3 rows);
     # along the width, 128 outputs x 3 taps less the 2 that fall on the left and right padding
-    ((11, 384, 1, 128), (64, 384, 3, 3), [1, 1, 1, 1], [1, 1], 1 * (3 * 128 - 2)),
+    ((11, 384, 1, 128), (64, 384, 3, 3), [1, 1, 1, 1], [1, 1], 1 * (3 * 128 - 2), 1 * 3),
     # 3x3, pad 1, stride 2 over 7x7 -> 4x4 outputs reading input rows -1..7: taps on -1 (output 0) and on 7
-    # (output 3, tap 2) fall on padding: 12 - 2 = 10 per axis
-    ((1, 32, 7, 7), (32, 32, 3, 3), [1, 1, 1, 1], [2, 2], 10 * 10),
+    # (output 3, tap 2) fall on padding: 12 - 2 = 10 per axis; each tap reads the input for some output
+    ((1, 32, 7, 7), (32, 32, 3, 3), [1, 1, 1, 1], [2, 2], 10 * 10, 9),
     # no padding: every tap reads the input (7 x 7 outputs x 9 taps)
-    ((2, 16, 9, 9), (48, 16, 3, 3), [0, 0, 0, 0], [1, 1], 49 * 9),
+    ((2, 16, 9, 9), (48, 16, 3, 3), [0, 0, 0, 0], [1, 1], 49 * 9, 9),
+    # 11x11, pad 5 over 2x2 -> 2x2 outputs: output 0 reads through taps 5 and 6, output 1 through 4 and 5,
+    # so 3 of 11 taps per axis are ever loaded (9 of 121)
+    ((1, 512, 2, 2), (64, 512, 11, 11), [5, 5, 5, 5], [1, 1], 4 * 4, 3 * 3),
 ])
-def test_valid_macs_leave_out_the_taps_on_the_padding(x, w, pads, strides, taps):
+def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, pads, strides, taps, touched):
     out = [(x[i + 2] + pads[i] + pads[i + 2] - w[i + 2]) // strides[i] + 1 for i in range(2)]
     node = helper.make_node("Conv", ["x", "w"], ["y"], domain=NCHWC, kernel_shape=list(w[2:]), pads=pads,
                             strides=strides, dilations=[1, 1], group=1)
@@ -244,4 +247,6 @@ def test_valid_macs_leave_out_the_taps_on_the_padding(x, w, pads, strides, taps)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)])
     conv = load_graph(model).nodes[0]
     assert valid_macs(conv) == x[0] * w[0] * w[1] * taps
-    assert extract(conv).features["valid_macs"] == valid_macs(conv)
+    assert weight_touched(conv) == w[0] * w[1] * touched
+    features = extract(conv).features
+    assert (features["valid_macs"], features["weight_touched"]) == (valid_macs(conv), weight_touched(conv))

@@ -45,6 +45,20 @@ def test_installed_packs_are_found_from_any_folder(tmp_path):
         assert f"{pack.stem}:" in result.stdout
 
 
+def test_measured_packs_keep_their_raw_samples_beside_them():
+    """A pack fitted from the project's own profiles names its sample files (one, or several pooled runs),
+    and they ship beside it, so anyone can refit it."""
+    from npower.pack import load_pack
+    measured = 0
+    for path in (ROOT / "gpu_profiles").glob("*.yaml"):
+        provenance = load_pack(path).provenance
+        if provenance.get("source_kind", "measured") == "measured":  # packs from before the field: measured
+            measured += 1
+            files = provenance.get("samples_files") or [provenance["samples_file"]]
+            assert all((path.parent / name).is_file() for name in files), (path.name, files)
+    assert measured >= 2  # the CPU packs
+
+
 def _reference_network(pack_name: str):
     """A network of the kinds the pack was fitted on: ResNet-18 for onnxruntime CPU packs (fitted on the full
     sweep), BERT-Large at batch 8 (examples/) for the PyTorch-eager GPU packs (fitted on transformer operators)."""

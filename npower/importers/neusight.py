@@ -316,8 +316,8 @@ def fit_neusight(root: str | Path, gpu: str, folds: int = 5, max_degree: int = 3
     result = import_neusight(root, gpu)
     print(result.summary(), file=log)
     device = result.header["device"]["name"]
-    pack, table = fit_samples(SampleFile(result.header, result.samples), pack_name(device), "(none: read from the "
-                              "NeuSight files)", folds, max_degree, seed, log, family="ridge")
+    pack, table = fit_samples([("(none: read from the NeuSight files)", SampleFile(result.header, result.samples))],
+                              pack_name(device), folds, max_degree, seed, log, family="ridge")
     fitted = sorted(pack.models)
     pack.provenance.update({
         "source_kind": "public",

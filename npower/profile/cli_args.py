@@ -27,7 +27,8 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     profile.set_defaults(run=lazy("profile.commands", "cmd_profile"))
 
     fit = sub.add_parser("fit", help="fit a pack from a sample file")
-    fit.add_argument("samples", nargs="?", help="sample file written by `npower profile`")
+    fit.add_argument("samples", nargs="*", help="sample file(s) written by `npower profile`; several runs of one "
+                     "runtime are pooled (each config's geometric mean), their spread reported as repeat noise")
     fit.add_argument("--from-neusight", metavar="DIR", help="fit from the public NeuSight operator measurements "
                      "instead (../shared/data/neusight, or a clone of sitar-lab/NeuSight); needs --device")
     fit.add_argument("--device", metavar="GPU", help="with --from-neusight: the GPU (e.g. 'Tesla V100-PCIE-32GB', V100)")

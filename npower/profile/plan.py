@@ -86,16 +86,27 @@ def _conv(s: Sampler, transpose: bool = False) -> Config:
     return {"op": "ConvTranspose" if transpose else "Conv", "attrs": attrs, "inputs": inputs}
 
 
-def _odd_depthwise(s: Sampler) -> Config:
-    """A 2-D depthwise conv over a channel count that is not a multiple of 4 (NASNet's 11, 22, 42, ...):
-    onnxruntime's NCHWc layout leaves it plain at every level, so it is drawn where `conv` rarely goes."""
-    channels = 4 * s.log_int(1, 512) + int(s.rng.integers(1, 4))
-    k, stride = s.choice([3, 5, 7], [0.6, 0.3, 0.1]), s.choice([1, 2], [0.7, 0.3])
+def _depthwise(s: Sampler, channels: int, kernel_weights: list[float], batch_high: int) -> Config:
+    """A 2-D "same"-padded depthwise conv over `channels`: kernel 3, 5 or 7, stride 1 or 2."""
+    k, stride = s.choice([3, 5, 7], kernel_weights), s.choice([1, 2], [0.7, 0.3])
     size = max(s.spatial(4, 224), k)
     attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [k // 2] * 4, "group": channels,
              "dilations": [1, 1]}
-    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(32), channels, size, size]),
+    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(batch_high), channels, size, size]),
                                                      _tensor([channels, 1, k, k], True), _tensor([channels], True)]}
+
+
+def _odd_depthwise(s: Sampler) -> Config:
+    """A depthwise conv over a channel count that is not a multiple of 4 (NASNet's 11, 22, 42, ...):
+    onnxruntime's NCHWc layout leaves it plain at every level, so it is drawn where `conv` rarely goes."""
+    return _depthwise(s, 4 * s.log_int(1, 512) + int(s.rng.integers(1, 4)), [0.6, 0.3, 0.1], 32)
+
+
+def _blocked_depthwise(s: Sampler) -> Config:
+    """A depthwise conv over a multiple of 16 channels (MobileNet, EfficientNet, Xception): onnxruntime
+    runs it as its NCHWc depthwise kernel (`nchwc_conv_dw`), which the general conv draw reaches rarely
+    and mostly at shapes no network has."""
+    return _depthwise(s, 16 * s.log_int(1, 120), [0.7, 0.25, 0.05], 16)
 
 
 def _gemm(s: Sampler) -> Config:
@@ -319,6 +330,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "skip_layernorm": (_skip_layernorm, 40),
     "transformer_gemm": (_transformer_gemm, 100),
     "odd_depthwise": (_odd_depthwise, 80),
+    "blocked_depthwise": (_blocked_depthwise, 100),
 }
 
 

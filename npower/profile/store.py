@@ -67,18 +67,25 @@ def _first_row(handle) -> dict[str, Any]:
     return row if isinstance(row, dict) and row.get("type") == "header" else {}
 
 
+def runtime_differences(old_header: dict[str, Any], new_header: dict[str, Any]) -> list[str]:
+    """What differs between the runtimes, devices and cache states two sample-file headers measured
+    ('threads 1 -> 2', ...); empty when samples of the two may be pooled."""
+    old, new = old_header.get("runtime", {}), new_header.get("runtime", {})
+    changed = [f"{key} {old[key]} -> {new[key]}" for key in sorted(old.keys() & new.keys()) if old[key] != new[key]]
+    old_device, new_device = old_header.get("device", {}).get("name"), new_header.get("device", {}).get("name")
+    if old_device != new_device:
+        changed.append(f"device '{old_device}' -> '{new_device}'")
+    if old_header.get("cache_state") != new_header.get("cache_state"):
+        changed.append(f"cache state '{old_header.get('cache_state')}' -> '{new_header.get('cache_state')}'")
+    return changed
+
+
 def check_same_runtime(path: Path, existing: dict[str, Any], header: dict[str, Any]) -> None:
     """Samples are bound to the device and runtime that measured them: refuse to append samples measured
     with another one (threads, optimisation level, provider, version, cache state) to an existing file."""
     if not existing:
         raise NpowerError(f"{path}: cannot resume: the file has no header row saying which runtime measured it")
-    old, new = existing.get("runtime", {}), header.get("runtime", {})
-    changed = [f"{key} {old[key]} -> {new[key]}" for key in sorted(old.keys() & new.keys()) if old[key] != new[key]]
-    old_device, new_device = existing.get("device", {}).get("name"), header.get("device", {}).get("name")
-    if old_device != new_device:
-        changed.append(f"device '{old_device}' -> '{new_device}'")
-    if existing.get("cache_state") != header.get("cache_state"):
-        changed.append(f"cache state '{existing.get('cache_state')}' -> '{header.get('cache_state')}'")
+    changed = runtime_differences(existing, header)
     if changed:
         raise NpowerError(f"{path} holds samples of another runtime ({', '.join(changed)}): "
                           "write to a new sample file")

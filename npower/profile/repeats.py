@@ -1,0 +1,105 @@
+"""Repeated profiles of one device and runtime, pooled for fitting.
+
+A machine's speed drifts between runs (shared caches and memory bandwidth, clocks), so one profile's
+timings carry that run's state. Profiling again at another time and pooling the runs averages it out:
+each config's runtime is the geometric mean of the runs that measured it. The runs' spread is also
+the measurement noise a per-layer model cannot beat; `repeat_noise_pct` reports it per kind.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NpowerError
+from .store import SampleFile, runtime_differences
+
+
+@dataclass
+class PooledSample:
+    """One config's measurements over the runs that measured it without error."""
+
+    row: dict[str, Any]  # the first run's row: config, kind, stored features
+    log2_ms: list[float] = field(default_factory=list)
+    watts: list[float] = field(default_factory=list)
+
+    @property
+    def runtime_ms(self) -> float:
+        return 2 ** (math.fsum(self.log2_ms) / len(self.log2_ms))
+
+    @property
+    def mean_watts(self) -> float | None:
+        return math.fsum(self.watts) / len(self.watts) if self.watts else None
+
+
+def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
+    """A sample's runtime to fit: its median, less the time onnxruntime's profiler added to it where the
+    kernel was timed from the profiler's trace (rows with a `kernel`), kept to at least a tenth of it."""
+    ms = float(row["median_ms"])
+    return max(ms - trace_overhead_ms, 0.1 * ms) if "kernel" in row else ms
+
+
+def check_poolable(runs: list[tuple[str, SampleFile]]) -> None:
+    """Runs pool only when they measured the same runtime, device and cache state."""
+    first_name, first = runs[0]
+    for name, run in runs[1:]:
+        changed = runtime_differences(first.header, run.header)
+        if changed:
+            raise NpowerError(f"{name} measured another runtime than {first_name} ({', '.join(changed)}): "
+                              "fit them separately")
+
+
+def trace_overheads(runs: list[tuple[str, SampleFile]]) -> list[float]:
+    """Each run's measured per-kernel trace overhead (ms); a run from before the profiler measured it takes
+    the mean of the runs that did (same runtime and device), or 0 when none did."""
+    measured = [run.header.get("trace_overhead_ms") for _, run in runs]
+    known = [float(value) for value in measured if value is not None]
+    fallback = math.fsum(known) / len(known) if known else 0.0
+    return [fallback if value is None else float(value) for value in measured]
+
+
+def sample_identity(row: dict[str, Any]) -> str:
+    """What one measured kernel is: the plan's config key, and for the kernels a single-node session runs
+    (a blocked conv and its reorders share the config key) the kernel and its own config."""
+    return json.dumps([row["key"], row.get("kernel"), row.get("config")], sort_keys=True)
+
+
+def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
+    """Good samples of every run grouped by `sample_identity` (first-seen order); each run's trace overhead
+    (`trace_overheads`) is taken off its rows."""
+    check_poolable(runs)
+    pooled: dict[str, PooledSample] = {}
+    for (_, run), overhead in zip(runs, trace_overheads(runs)):
+        for row in run.samples:
+            if row.get("error"):
+                continue
+            sample = pooled.setdefault(sample_identity(row), PooledSample(row))
+            sample.log2_ms.append(math.log2(runtime_target_ms(row, overhead)))
+            if (row.get("watts") or 0) > 0:
+                sample.watts.append(float(row["watts"]))
+    return list(pooled.values())
+
+
+def pooled_device(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:
+    """The first run's device block, its measured numbers (peak, bandwidth) averaged over the runs."""
+    devices = [dict(run.header.get("device", {})) for _, run in runs]
+    device = devices[0]
+    for key, value in device.items():
+        values = [d.get(key) for d in devices]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                all(isinstance(v, (int, float)) for v in values):
+            device[key] = round(math.fsum(values) / len(values), 2) if isinstance(value, float) else value
+    return device
+
+
+def repeat_noise_pct(samples: list[PooledSample]) -> float | None:
+    """Run-to-run noise of one measurement, in %: the pooled standard deviation of log runtime over the
+    configs measured more than once (None when none was)."""
+    squares, freedom = 0.0, 0
+    for sample in samples:
+        if len(sample.log2_ms) > 1:
+            mean = math.fsum(sample.log2_ms) / len(sample.log2_ms)
+            squares += math.fsum((v - mean) ** 2 for v in sample.log2_ms)
+            freedom += len(sample.log2_ms) - 1
+    return (2 ** math.sqrt(squares / freedom) - 1) * 100 if freedom else None
