@@ -27,7 +27,8 @@ from .device_features import derive as derive_device_features, names as device_f
 from .errors import NpowerError
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
-from .profile.repeats import PooledSample, pool_runs, pooled_device, repeat_noise_pct, trace_overheads
+from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
+                              sample_identity, trace_overheads)
 from .profile.store import SampleFile, read_samples
 
 MIN_SAMPLES = 8
@@ -348,6 +349,7 @@ def fit_pack(samples_paths: list[str], name: str, folds: int = 5, max_degree: in
 def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, max_degree: int = 3, seed: int = 0,
                 log: TextIO = sys.stderr, family: str = "lasso") -> tuple[Pack, list[dict[str, Any]]]:
     """Fit every kind of parsed sample files, named, into a Pack (device features from the device block)."""
+    check_poolable(runs)
     header = runs[0][1].header
     device = pooled_device(runs)
     by_kind: dict[str, list[tuple[PooledSample, dict[str, float]]]] = {}
@@ -395,9 +397,10 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
             "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
                        "measured it; device numbers are the runs' mean",
             "repeat_noise_pct": noise,
-            "repeat_noise": "run-to-run noise of one measurement: pooled standard deviation of log runtime, in %"}),
+            "repeat_noise": "run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard "
+                            "deviation of log2 runtime"}),
         "samples_total": sum(counts.values()),
-        "failed_samples": sum(1 for _, run in runs for row in run.samples if row.get("error")),
+        "failed_samples": len({sample_identity(row) for _, run in runs for row in run.samples if row.get("error")}),
         "sample_counts": counts,
         "heldout_rmspe_pct": {row["kind"]: row["heldout"] for row in table},
         "sampled_ranges": ranges,

@@ -47,7 +47,7 @@ def test_installed_packs_are_found_from_any_folder(tmp_path):
 
 def test_measured_packs_keep_their_raw_samples_beside_them():
     """A pack fitted from the project's own profiles names its sample files (one, or several pooled runs),
-    and they ship beside it, so anyone can refit it."""
+    and they lie beside it in the repository's gpu_profiles/, so anyone with a checkout can refit it."""
     from npower.pack import load_pack
     measured = 0
     for path in (ROOT / "gpu_profiles").glob("*.yaml"):

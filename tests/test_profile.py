@@ -99,13 +99,14 @@ def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
     assert load_pack(tmp_path / "p.yaml").models["relu"].runtime.fit["samples"] == 40
 
 
-def _relu_run(path, scale: float, threads: int = 1) -> None:
-    """A sample file of 40 Relu configs whose runtimes are `scale` times one linear law."""
+def _relu_run(path, scale: float, threads: int = 1, configs: int = 40) -> None:
+    """A sample file of Relu configs whose runtimes are `scale` times one linear law."""
     runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",
                "graph_optimization": "all", "intra_op_threads": threads, "precision": "fp32"}
-    with SampleWriter(path, {"device": {"name": "x", "peak_gflops": 100.0 * scale}, "runtime": runtime}) as writer:
+    header = {"created": path.name, "device": {"name": "x", "peak_gflops": 100.0 * scale}, "runtime": runtime}
+    with SampleWriter(path, header) as writer:
         rng = np.random.default_rng(0)
-        for index in range(40):
+        for index in range(configs):
             elements = float(2 ** rng.uniform(8, 22))
             writer.append({"type": "sample", "key": str(index), "kind": "relu",
                            "features": {"elements": elements, "inputs": 1.0, "broadcast": 0.0},
@@ -114,30 +115,33 @@ def _relu_run(path, scale: float, threads: int = 1) -> None:
 
 @needs_sklearn
 def test_fit_pools_repeated_runs_and_reports_their_noise(tmp_path, capsys):
-    """Two profiles of one runtime, the second 21 % slower on every config: the pack fits their geometric
-    mean (10 % above the first) and reports the run-to-run noise of one measurement, 2^(log2(1.21)/sqrt 2) - 1."""
+    """Two profiles of one runtime, the second 4x slower on every config (and with one config more): the pack
+    fits their geometric mean (2x the first, where the arithmetic mean would be 2.5x), keeps the config only
+    one run measured, and reports the run-to-run noise of one measurement, 2^(log2(4)/sqrt 2) - 1."""
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     _relu_run(first, 1.0)
-    _relu_run(second, 1.21)
+    _relu_run(second, 4.0, configs=41)
     assert main(["fit", str(first), str(second), "-o", str(tmp_path / "p.yaml")]) == 0
     assert "repeat noise" in capsys.readouterr().out
     pack = load_pack(tmp_path / "p.yaml")
     assert pack.provenance["samples_files"] == ["a.jsonl", "b.jsonl"]
-    assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx((2 ** (np.log2(1.21) / np.sqrt(2)) - 1) * 100,
-                                                                        abs=0.01)
-    assert pack.device["peak_gflops"] == pytest.approx(110.5)
+    assert pack.models["relu"].runtime.fit["samples"] == 41
+    assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx((2 ** (2 / np.sqrt(2)) - 1) * 100, abs=0.01)
+    assert pack.device["peak_gflops"] == pytest.approx(250.0)
     elements = np.array([1e3, 1e5, 1e6])
     predicted = pack.models["relu"].runtime.predict({"elements": elements, "inputs": np.ones(3),
                                                      "broadcast": np.zeros(3), "in_elems": elements})
-    np.testing.assert_allclose(predicted, 1.1 * (1e-5 * elements + 0.002), rtol=0.03)
+    np.testing.assert_allclose(predicted, 2.0 * (1e-5 * elements + 0.002), rtol=0.05)
 
 
-def test_fit_refuses_to_pool_runs_of_different_runtimes(tmp_path, capsys):
+def test_fit_refuses_to_pool_runs_of_different_runtimes_or_a_run_twice(tmp_path, capsys):
     _relu_run(tmp_path / "a.jsonl", 1.0)
     _relu_run(tmp_path / "b.jsonl", 1.0, threads=2)
     assert main(["fit", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "-o", str(tmp_path / "p.yaml")]) == 2
     err = capsys.readouterr().err
     assert "b.jsonl measured another runtime than a.jsonl (intra_op_threads 1 -> 2): fit them separately" in err
+    assert main(["fit", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "-o", str(tmp_path / "p.yaml")]) == 2
+    assert "are the same run" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()
 
 

@@ -26,7 +26,7 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     profile.add_argument("--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(run=lazy("profile.commands", "cmd_profile"))
 
-    fit = sub.add_parser("fit", help="fit a pack from a sample file")
+    fit = sub.add_parser("fit", help="fit a pack from one or more sample files (runs of one runtime)")
     fit.add_argument("samples", nargs="*", help="sample file(s) written by `npower profile`; several runs of one "
                      "runtime are pooled (each config's geometric mean), their spread reported as repeat noise")
     fit.add_argument("--from-neusight", metavar="DIR", help="fit from the public NeuSight operator measurements "

@@ -40,7 +40,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..fit import fit_pack, format_fit_table
     if bool(args.samples) == bool(args.from_neusight) or bool(args.from_neusight) != bool(args.device):
-        raise NpowerError("fit: give a sample file, or --from-neusight DIR with --device GPU")
+        raise NpowerError("fit: give one or more sample files, or --from-neusight DIR with --device GPU")
     if args.from_neusight:
         from ..importers.neusight import fit_neusight
         pack, table, _ = fit_neusight(args.from_neusight, args.device, args.folds, args.max_degree, args.seed)

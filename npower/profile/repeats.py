@@ -41,8 +41,18 @@ def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
 
 
 def check_poolable(runs: list[tuple[str, SampleFile]]) -> None:
-    """Runs pool only when they measured the same runtime, device and cache state."""
+    """Runs pool only when they are different runs (header times differ) that measured the same runtime,
+    device and cache state."""
+    if not runs:
+        raise NpowerError("fit: no sample file given")
     first_name, first = runs[0]
+    started: dict[Any, str] = {}
+    for name, run in runs:
+        created = run.header.get("created")
+        if created is not None and created in started:
+            raise NpowerError(f"{name} and {started[created]} are the same run (both started {created}): "
+                              "give each run once")
+        started[created] = name
     for name, run in runs[1:]:
         changed = runtime_differences(first.header, run.header)
         if changed:
@@ -67,35 +77,38 @@ def sample_identity(row: dict[str, Any]) -> str:
 
 def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
     """Good samples of every run grouped by `sample_identity` (first-seen order); each run's trace overhead
-    (`trace_overheads`) is taken off its rows."""
-    check_poolable(runs)
+    (`trace_overheads`) is taken off its rows. A config a plan drew twice (or harvested from two models) is
+    one sample too, its measurements pooled like those of separate runs. Call `check_poolable` first."""
     pooled: dict[str, PooledSample] = {}
     for (_, run), overhead in zip(runs, trace_overheads(runs)):
         for row in run.samples:
-            if row.get("error"):
+            target = 0.0 if row.get("error") else runtime_target_ms(row, overhead)
+            if not target > 0:  # failed, or a zero time: nothing to fit
                 continue
             sample = pooled.setdefault(sample_identity(row), PooledSample(row))
-            sample.log2_ms.append(math.log2(runtime_target_ms(row, overhead)))
+            sample.log2_ms.append(math.log2(target))
             if (row.get("watts") or 0) > 0:
                 sample.watts.append(float(row["watts"]))
     return list(pooled.values())
 
 
 def pooled_device(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:
-    """The first run's device block, its measured numbers (peak, bandwidth) averaged over the runs."""
-    devices = [dict(run.header.get("device", {})) for _, run in runs]
-    device = devices[0]
+    """The first run's device block; with several runs, its measured float numbers (peak, bandwidth)
+    averaged over the runs that have them."""
+    device = dict(runs[0][1].header.get("device", {}))
+    if len(runs) == 1:
+        return device
     for key, value in device.items():
-        values = [d.get(key) for d in devices]
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-                all(isinstance(v, (int, float)) for v in values):
-            device[key] = round(math.fsum(values) / len(values), 2) if isinstance(value, float) else value
+        values = [run.header.get("device", {}).get(key) for _, run in runs]
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if isinstance(value, float):
+            device[key] = round(math.fsum(numbers) / len(numbers), 2)
     return device
 
 
 def repeat_noise_pct(samples: list[PooledSample]) -> float | None:
-    """Run-to-run noise of one measurement, in %: the pooled standard deviation of log runtime over the
-    configs measured more than once (None when none was)."""
+    """Run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard deviation of
+    log2 runtime over the configs measured more than once (None when none was)."""
     squares, freedom = 0.0, 0
     for sample in samples:
         if len(sample.log2_ms) > 1:
