@@ -386,30 +386,17 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
               file=log)
     forms = (f"log2 polynomials of degree 1-{max_degree} by ridge regression (GCV penalty)" if family == "ridge" else
              "log2 polynomials, the published linear form (relative error) and work x rate, by LassoCV")
-    names = [run_name for run_name, _ in runs]
-    overheads = trace_overheads(runs)
     provenance = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"npower {__version__} (npower fit)",
-        "measured": header.get("created") if len(runs) == 1 else [run.header.get("created") for _, run in runs],
-        **({"samples_file": names[0]} if len(runs) == 1 else
-           {"samples_files": names,
-            "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
-                       "measured it; device numbers are the runs' mean",
-            "repeat_noise_pct": noise,
-            "repeat_noise": "run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard "
-                            "deviation of log2 runtime"}),
+        **_runs_provenance(runs, noise),
         "samples_total": sum(counts.values()),
         "failed_samples": len({sample_identity(row) for _, run in runs for row in run.samples if row.get("error")}),
         "sample_counts": counts,
         "heldout_rmspe_pct": {row["kind"]: row["heldout"] for row in table},
         "sampled_ranges": ranges,
         "timing": header.get("timing"),
-        **({"trace_overhead_ms": overheads[0] if len(runs) == 1 else overheads,
-            "trace_overhead": "taken off each kernel timed from onnxruntime's profiler trace before fitting"
-                              + ("" if len(runs) == 1 else "; per run, as measured by it, or by the runs that "
-                                 "measured it where a run predates the measurement")}
-           if any(overheads) else {}),
+        **_overhead_provenance(runs),
         "source_kind": "measured",
         "fit": {"runtime": f"per kind, the form with the lowest {folds}-fold RMSPE among {forms}; "
                            "each model's `fit` says which form won",
@@ -418,6 +405,34 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
     }
     pack = Pack(name, device, header.get("runtime", {}), models, provenance)
     return pack, table
+
+
+def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]) -> dict[str, Any]:
+    """When the samples were measured and in which file(s); for pooled runs, how and their noise per kind."""
+    if len(runs) == 1:
+        name, run = runs[0]
+        return {"measured": run.header.get("created"), "samples_file": name}
+    return {"measured": [run.header.get("created") for _, run in runs],
+            "samples_files": [name for name, _ in runs],
+            "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
+                       "measured it; device numbers are the runs' mean",
+            "repeat_noise_pct": noise,
+            "repeat_noise": "run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard "
+                            "deviation of log2 runtime"}
+
+
+def _overhead_provenance(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:
+    """The trace overhead taken off the rows (nothing when no run measured one)."""
+    overheads = trace_overheads(runs)
+    if not any(overheads):
+        return {}
+    if len(runs) == 1:
+        return {"trace_overhead_ms": overheads[0],
+                "trace_overhead": "taken off each kernel timed from onnxruntime's profiler trace before fitting"}
+    return {"trace_overhead_ms": overheads,
+            "trace_overhead": "taken off each kernel timed from onnxruntime's profiler trace before fitting; per "
+                              "run, as measured by it, or by the runs that measured it where a run predates the "
+                              "measurement"}
 
 
 def _with_device_features(kind: str, rows: list[dict[str, float]], device: dict[str, Any]) -> list[dict[str, float]]:

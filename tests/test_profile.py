@@ -80,25 +80,6 @@ def test_resume_with_another_runtime_is_refused(tmp_path, capsys, option, change
     assert samples.read_text() == before
 
 
-@needs_sklearn
-def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
-    samples = tmp_path / "s.jsonl"
-    runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",
-               "graph_optimization": "extended", "intra_op_threads": 1, "precision": "fp32"}
-    with SampleWriter(samples, {"device": {"name": "x"}, "runtime": runtime}) as writer:
-        rng = np.random.default_rng(0)
-        for index in range(40):
-            elements = float(2 ** rng.uniform(8, 22))
-            writer.append({"type": "sample", "key": str(index), "kind": "relu",
-                           "features": {"elements": elements, "inputs": 1.0, "broadcast": 0.0},
-                           "specials": {"in_elems": elements}, "median_ms": 1e-5 * elements + 0.002})
-    with open(samples, "a") as handle:
-        handle.write("not json\n")
-    assert main(["fit", str(samples), "-o", str(tmp_path / "p.yaml")]) == 0
-    assert f"{samples}:42: skipped corrupt row" in capsys.readouterr().err
-    assert load_pack(tmp_path / "p.yaml").models["relu"].runtime.fit["samples"] == 40
-
-
 def _relu_run(path, scale: float, threads: int = 1, configs: int = 40) -> None:
     """A sample file of Relu configs whose runtimes are `scale` times one linear law."""
     runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",
@@ -111,6 +92,17 @@ def _relu_run(path, scale: float, threads: int = 1, configs: int = 40) -> None:
             writer.append({"type": "sample", "key": str(index), "kind": "relu",
                            "features": {"elements": elements, "inputs": 1.0, "broadcast": 0.0},
                            "specials": {"in_elems": elements}, "median_ms": scale * (1e-5 * elements + 0.002)})
+
+
+@needs_sklearn
+def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
+    samples = tmp_path / "s.jsonl"
+    _relu_run(samples, 1.0)
+    with open(samples, "a") as handle:
+        handle.write("not json\n")
+    assert main(["fit", str(samples), "-o", str(tmp_path / "p.yaml")]) == 0
+    assert f"{samples}:42: skipped corrupt row" in capsys.readouterr().err
+    assert load_pack(tmp_path / "p.yaml").models["relu"].runtime.fit["samples"] == 40
 
 
 @needs_sklearn
