@@ -40,6 +40,9 @@ INNER_FOLDS = 3
 _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
                   "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
                   "total_bytes", "weight_traffic"]
+# MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
+_MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
+    ["weight_reads_near", "weight_reads_mid", "weight_reads_far", "input_read"]
 _GEMM_FEATURES = ["batch", "m", "k", "n", "has_bias", "b_is_weight", "total_bytes"]
 FIT_FEATURES = {
     "conv": _CONV_FEATURES + device_feature_names("conv"),
@@ -48,7 +51,7 @@ FIT_FEATURES = {
     "conv_1x1": _CONV_FEATURES,
     "conv_dw": _CONV_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
-                    ["valid_macs", "weight_touched", "row_calls", "out_w"] + _CONV_FEATURES),
+                    ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES),
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -172,7 +175,7 @@ class _Fitter:
         from sklearn.linear_model import LassoCV
         inner = max(2, min(5, len(y) // 4))
         model = LassoCV(alphas=40, cv=inner, max_iter=20000, tol=1e-4, random_state=self.seed, n_jobs=1,
-                        fit_intercept=intercept)
+                        fit_intercept=intercept, positive=self.solver == "non-negative")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # weakest alphas on the path; CV discards them
             model.fit(X, y)
@@ -194,7 +197,7 @@ class _Fitter:
 
     @property
     def method(self) -> str:
-        return "ridge (GCV)" if self.solver == "ridge" else "LassoCV"
+        return {"ridge": "ridge (GCV)", "non-negative": "LassoCV (non-negative)"}.get(self.solver, "LassoCV")
 
     def predict(self, X: np.ndarray, intercept: float, coefs: np.ndarray) -> np.ndarray:
         value = intercept + X @ coefs
@@ -230,7 +233,8 @@ def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max
                 family: str = "lasso"):
     """(label, fitter, degree, terms) model forms to compare by held-out error.
 
-    family "lasso": sparse forms (log2 polynomial, published linear form with relative error, work x rate);
+    family "lasso": sparse forms (log2 polynomial, published linear form with relative error, work x rate, and a
+    sum of amounts of work each costing a non-negative time: a kernel's parts add up and none saves time);
     family "ridge": dense log2 polynomials up to `max_degree` (for large data sets whose time depends on
     interactions of many shape features, such as GPU GEMMs)."""
     forms = []
@@ -244,6 +248,8 @@ def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max
         forms += [(f"log2-poly-{d}", "log2", False, d, monomials(variables, d)) for d in range(1, max_degree + 1)]
         forms += [(f"linear-rel-{d}", "linear", True, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
         forms += [(f"rate-{d}", "linear", True, d, rate_terms(raw, d)) for d in range(1, min(2, max_degree) + 1)]
+        amounts = [v for v in raw if not v.startswith("log2")]
+        forms.append(("work-1", "linear", True, 1, monomials(amounts, 1), "non-negative", MAX_TERMS))
     else:
         forms += [(f"linear-{d}", "linear", False, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
     for label, target, relative, degree, terms, *solver in forms:
@@ -385,7 +391,8 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
         print(f"fitted {kind}: {len(good)} samples, nested held-out RMSPE {runtime.fit['heldout_rmspe_pct']:.1f} %",
               file=log)
     forms = (f"log2 polynomials of degree 1-{max_degree} by ridge regression (GCV penalty)" if family == "ridge" else
-             "log2 polynomials, the published linear form (relative error) and work x rate, by LassoCV")
+             "log2 polynomials, the published linear form (relative error), work x rate and a non-negative sum of work "
+             "amounts, by LassoCV")
     provenance = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"npower {__version__} (npower fit)",

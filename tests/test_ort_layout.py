@@ -224,6 +224,18 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
 
 
+def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int]) -> Node:
+    """A single nchwc Conv node (group 1) as npower loads it."""
+    out = [(x[i + 2] + pads[i] + pads[i + 2] - w[i + 2]) // strides[i] + 1 for i in range(2)]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], domain=NCHWC, kernel_shape=list(w[2:]), pads=pads,
+                            strides=strides, dilations=[1, 1], group=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x[0], w[0], *out])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w, np.zeros(w, np.float32).ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)])
+    return load_graph(model).nodes[0]
+
+
 @pytest.mark.parametrize("x, w, pads, strides, taps, touched", [
     # 3x3, pad 1 over a 1-pixel-high map: only the middle kernel row reads it (1 of 3 rows);
     # along the width, 128 outputs x 3 taps less the 2 that fall on the left and right padding
@@ -238,15 +250,31 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     ((1, 512, 2, 2), (64, 512, 11, 11), [5, 5, 5, 5], [1, 1], 4 * 4, 3 * 3),
 ])
 def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, pads, strides, taps, touched):
-    out = [(x[i + 2] + pads[i] + pads[i + 2] - w[i + 2]) // strides[i] + 1 for i in range(2)]
-    node = helper.make_node("Conv", ["x", "w"], ["y"], domain=NCHWC, kernel_shape=list(w[2:]), pads=pads,
-                            strides=strides, dilations=[1, 1], group=1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x[0], w[0], *out])],
-                              [helper.make_tensor("w", TensorProto.FLOAT, w, np.zeros(w, np.float32).ravel())])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)])
-    conv = load_graph(model).nodes[0]
+    conv = _nchwc_conv(x, w, pads, strides)
     assert valid_macs(conv) == x[0] * w[0] * w[1] * taps
     assert weight_touched(conv) == w[0] * w[1] * touched
     features = extract(conv).features
     assert (features["valid_macs"], features["weight_touched"]) == (valid_macs(conv), weight_touched(conv))
+
+
+@pytest.mark.parametrize("x, w, pads, strides, expected", [
+    # 3x3, pad 1, 5x14 -> 5x14: outputs 0 and 13 of a row reach the padding (2 taps each), the 12 between are two
+    # groups of 6; the 5 output rows read 2+3+3+3+2 = 13 kernel rows; 80 channels = 5 blocks: sets of 4 and 1
+    ((1, 32, 5, 14), (80, 32, 3, 3), [1, 1, 1, 1], [1, 1],
+     {"main_steps": 13 * 32 * 6 * 2, "main_fmas": 13 * 32 * 6 * 5, "rest_steps": 0, "rest_fmas": 0,
+      "padded_steps": 13 * 32 * 4 * 2, "padded_fmas": 13 * 32 * 4 * 5,
+      "weight_reads_near": 13 * 4 * 80 * 32 * 3, "weight_reads_mid": 0, "weight_reads_far": 0,
+      "input_read": 4 * 32 * 5 * 14}),
+    # NCHW input (3 channels, read unblocked), 3x3 stride 2 over 9x20 -> 4x9, 2 images: one group of 6 and 3
+    # remaining outputs per row; 2 x 4 rows x 3 kernel rows; a 3-row kernel at stride 2 reads every input row
+    ((2, 3, 9, 20), (16, 3, 3, 3), [0, 0, 0, 0], [2, 2],
+     {"main_steps": 24 * 3 * 3, "main_fmas": 24 * 3 * 3, "rest_steps": 24 * 3 * 9, "rest_fmas": 24 * 3 * 9,
+      "padded_steps": 0, "padded_fmas": 0, "weight_reads_near": 24 * 4 * 16 * 3 * 3, "weight_reads_mid": 0,
+      "weight_reads_far": 0, "input_read": 4 * 2 * 3 * 9 * 20}),
+    # 7x7 over 1024 -> 1024 channels: a filter set's weights (64 x 1024 x 49 x 4 B = 12.25 MiB) leave the near band
+    ((1, 1024, 7, 7), (1024, 1024, 7, 7), [3, 3, 3, 3], [1, 1],
+     {"weight_reads_near": 0, "weight_reads_mid": 37 * 4 * 1024 * 1024 * 7, "weight_reads_far": 0}),
+])
+def test_kernel_steps_follow_mlas_blocked_kernel(x, w, pads, strides, expected):
+    features = extract(_nchwc_conv(x, w, pads, strides)).features
+    assert {name: features[name] for name in expected} == expected

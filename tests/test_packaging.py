@@ -75,6 +75,7 @@ def test_shipped_pack_predicts_a_network_with_its_fitted_models(pack):
     the pack models is fitted, the others are roofline fallbacks of kinds its provenance lists as not fitted
     (or never measured), and a pack with nothing missing costs >= 95 % of the network from fitted models."""
     loaded, network, batch = _reference_network(pack)
+    assert loaded.name == pack  # the name reports print is the name users type (`npower fit -o` names it)
     report = analyze(network, gpu=loaded, batch=batch)
     assert report.runtime_ms > 0
     assert not [layer.name for layer in report.layers if layer.source in ("unknown", "unresolved")]
