@@ -9,7 +9,9 @@ channels than a block), pointwise (1x1, no padding) and the general blocked one.
 kernel taps that fall on the zero padding, so these kinds also see `valid_macs`, the multiply-adds
 that read the input (a 3x3 kernel over a 1-pixel-high map does a third of its nominal work),
 `weight_touched`, the weights those taps load (what bounds a conv whose output is a few pixels), the
-output width its kernels vectorise over and `row_calls`, how many times the row kernel is called.
+output width its kernels vectorise over and `row_calls`, how many times the row kernel is called. The
+non-depthwise kinds also see `kernel_steps`: the kernel's work split the way MLAS computes it (groups of
+outputs, padded outputs one by one, filter blocks per set) and the weight bytes it re-reads per row.
 """
 from __future__ import annotations
 
