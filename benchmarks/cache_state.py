@@ -7,7 +7,7 @@ times inside the network (onnxruntime's profile), and the same layers run one by
 graphs, timed hot (looped, as profilers usually do) and from the evicted state
 (`npower.profile.cache_state`). The profiler takes the first group from the evicted state and the
 second hot. Reorders are left out (a single node pays its own; a network only at region boundaries).
-Prints a table. Run: python benchmarks/cache_state.py [--level all] [NETWORK ...]
+Prints a table. Run: python benchmarks/cache_state.py [--level all] [--batch N] [NETWORK ...]
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def single_node_ms(backend: OrtCpuBackend, config: dict, evicted: bool) -> float
     return sum(summarize(times).median_ms for op, times in runs if "Reorder" not in op)
 
 
-def group_row(backend: OrtCpuBackend, name: str, ops: tuple[str, ...]) -> tuple[float, float, float]:
+def group_row(backend: OrtCpuBackend, name: str, batch: int, ops: tuple[str, ...]) -> tuple[float, float, float]:
     """(in-network, single-node hot, single-node evicted) ms of the network's kernels of `ops`."""
-    model = zoo.build(name)
+    model = zoo.build(name, batch=batch)
     graph = load_graph(model)
     profile = backend.profile_kernels(model.SerializeToString(), random_feeds(graph), runs=20)
     inside = sum(k.ms for k in profile.kernels if k.op_type.split(":")[-1] in ops)
@@ -64,13 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("networks", nargs="*", default=["mobilenet_v2", "resnet18", "squeezenet", "vit_s_depth6"])
     parser.add_argument("--level", default="all", choices=["basic", "extended", "all"])
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     backend = OrtCpuBackend(1, args.level, TimingPolicy(3, 15, 0.1, 1.0))
     print(f"{'network':14s} {'layers':14s} {'in network ms':>14s} {'hot ms':>8s} {'ratio':>6s} "
           f"{'evicted ms':>11s} {'ratio':>6s}")
     for name in args.networks:
         for group, ops in GROUPS.items():
-            inside, hot, evicted = group_row(backend, name, ops)
+            inside, hot, evicted = group_row(backend, name, args.batch, ops)
             if inside > 0:
                 print(f"{name:14s} {group:14s} {inside:14.3f} {hot:8.3f} {hot / inside:6.2f} "
                       f"{evicted:11.3f} {evicted / inside:6.2f}")
