@@ -116,7 +116,7 @@ def kernel_steps(node: Node, groups: int) -> dict[str, float]:
         features[f"{group}_steps"] = float(rows * lanes * steps * len(sets))
         features[f"{group}_fmas"] = float(rows * lanes * steps * sum(sets))
     row_weights = 4.0 * w[0] * w[1] * sum(1 for taps in tap_reads(*w_axis) if taps)  # one kernel row's, touched
-    set_block = 4.0 * weight_touched(node) * min(w[0], FILTER_SET * BLOCK) / w[0]
+    set_block = 4.0 * weight_touched(node) * min(w[0] // groups, FILTER_SET * BLOCK) / w[0]  # a set is in one group
     features.update({f"weight_reads_{band}": 0.0 for band, _ in WEIGHT_BANDS})
     band = next(name for name, limit in WEIGHT_BANDS if set_block <= limit)
     features[f"weight_reads_{band}"] = rows * row_weights

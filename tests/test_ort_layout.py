@@ -224,11 +224,11 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
 
 
-def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int]) -> Node:
-    """A single nchwc Conv node (group 1) as npower loads it."""
+def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int], group: int = 1) -> Node:
+    """A single nchwc Conv node as npower loads it."""
     out = [(x[i + 2] + pads[i] + pads[i + 2] - w[i + 2]) // strides[i] + 1 for i in range(2)]
     node = helper.make_node("Conv", ["x", "w"], ["y"], domain=NCHWC, kernel_shape=list(w[2:]), pads=pads,
-                            strides=strides, dilations=[1, 1], group=1)
+                            strides=strides, dilations=[1, 1], group=group)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x[0], w[0], *out])],
                               [helper.make_tensor("w", TensorProto.FLOAT, w, np.zeros(w, np.float32).ravel())])
@@ -278,3 +278,11 @@ def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, 
 def test_kernel_steps_follow_mlas_blocked_kernel(x, w, pads, strides, expected):
     features = extract(_nchwc_conv(x, w, pads, strides)).features
     assert {name: features[name] for name in expected} == expected
+
+
+def test_a_grouped_convs_filter_set_stays_in_its_group():
+    # 16 groups of 32 output channels over 512 input channels each: a set is 2 blocks of one group,
+    # 32 x 512 x 9 x 4 B = 576 KiB (near), not 64 channels across two groups (1.125 MiB); the 3 output rows
+    # read 2 + 3 + 2 kernel rows of every group's weights
+    features = extract(_nchwc_conv((1, 8192, 3, 3), (512, 512, 3, 3), [1, 1, 1, 1], [1, 1], group=16)).features
+    assert (features["weight_reads_near"], features["weight_reads_mid"]) == (7 * 4 * 512 * 512 * 3, 0)
