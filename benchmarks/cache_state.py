@@ -6,22 +6,29 @@ outside a network (pooling, Concat, Softmax, Transpose). For each group: the sum
 times inside the network (onnxruntime's profile), and the same layers run one by one as single-node
 graphs, timed hot (looped, as profilers usually do) and from the evicted state
 (`npower.profile.cache_state`). The profiler takes the first group from the evicted state and the
-second hot. Reorders are left out (a single node pays its own; a network only at region boundaries).
-Prints a table. Run: python benchmarks/cache_state.py [--level all] [--batch N] [NETWORK ...]
+second hot. A third group, the depthwise convs the pack costs with its depthwise kinds, is timed the
+same way: inside networks they run between the two states, and the fit takes their geometric mean
+(`cache_state.in_network_ms`; its column here). Reorders are left out (a single node pays its own; a
+network only at region boundaries). Prints a table.
+Run: python benchmarks/cache_state.py [--gpu PACK] [--batch N] [NETWORK ...]
 """
 from __future__ import annotations
 
 import argparse
 import collections
 
+import math
+
 from npower import zoo
 from npower.graph import load_graph
+from npower.pack import find_pack
+from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy, summarize, time_runs
 from npower.profile.build import build_model, make_feeds
-from npower.profile.cache_state import in_network_cache_state
+from npower.profile.cache_state import BETWEEN_STATES_KINDS, in_network_cache_state
 from npower.profile.harvest import node_config
 from npower.profile.ort_trace import kernel_runs
-from npower.validate import random_feeds
+from npower.validate import profile_layers, random_feeds
 
 GROUPS = {"weight matrix": ("Conv", "Gemm", "MatMul"),
           "weightless": ("MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Softmax", "Transpose")}
@@ -60,21 +67,42 @@ def group_row(backend: OrtCpuBackend, name: str, batch: int, ops: tuple[str, ...
     return inside, hot, evicted
 
 
+def depthwise_row(backend: OrtCpuBackend, pack, name: str, batch: int) -> tuple[float, float, float]:
+    """(in-network, single-node hot, single-node evicted) ms of the network's depthwise convs: the kernels
+    hosting the layers the pack costs with a depthwise kind and times from the evicted state."""
+    model = zoo.build(name, batch=batch)
+    graph = load_graph(model)
+    rows, _ = profile_layers(backend, model, graph, pack, predict(graph, pack), fusion=True, runs=20)
+    nodes = {node.name: node for node in graph.nodes}
+    inside = hot = evicted = 0.0
+    for row in rows:
+        node = nodes.get(row["name"])
+        if row["kind"] in BETWEEN_STATES_KINDS and node is not None and node.op_type == "Conv":
+            config = node_config(node, {})
+            inside += row["measured_ms"]
+            hot += single_node_ms(backend, config, evicted=False)
+            evicted += single_node_ms(backend, config, evicted=True)
+    return inside, hot, evicted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("networks", nargs="*", default=["mobilenet_v2", "resnet18", "squeezenet", "vit_s_depth6"])
-    parser.add_argument("--level", default="all", choices=["basic", "extended", "all"])
+    parser.add_argument("networks", nargs="*",
+                        default=["mobilenet_v2", "efficientnet_b0", "resnet18", "squeezenet", "vit_s_depth6"])
+    parser.add_argument("--gpu", default="amd-epyc", help="CPU pack: its runtime level, and its depthwise kinds")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
-    backend = OrtCpuBackend(1, args.level, TimingPolicy(3, 15, 0.1, 1.0))
+    pack = find_pack(args.gpu)
+    backend = OrtCpuBackend(pack.runtime.threads or 1, pack.runtime.optimization, TimingPolicy(3, 15, 0.1, 1.0))
     print(f"{'network':14s} {'layers':14s} {'in network ms':>14s} {'hot ms':>8s} {'ratio':>6s} "
-          f"{'evicted ms':>11s} {'ratio':>6s}")
+          f"{'evicted ms':>11s} {'ratio':>6s} {'geo. mean':>10s} {'ratio':>6s}")
     for name in args.networks:
-        for group, ops in GROUPS.items():
-            inside, hot, evicted = group_row(backend, name, args.batch, ops)
+        groups = [(group, group_row(backend, name, args.batch, ops)) for group, ops in GROUPS.items()]
+        for group, (inside, hot, evicted) in groups + [("depthwise", depthwise_row(backend, pack, name, args.batch))]:
             if inside > 0:
+                between = math.sqrt(hot * evicted)
                 print(f"{name:14s} {group:14s} {inside:14.3f} {hot:8.3f} {hot / inside:6.2f} "
-                      f"{evicted:11.3f} {evicted / inside:6.2f}")
+                      f"{evicted:11.3f} {evicted / inside:6.2f} {between:10.3f} {between / inside:6.2f}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .device_features import derive as derive_device_features, names as device_f
 from .errors import NpowerError
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
+from .profile.cache_state import BETWEEN_STATES_KINDS
 from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.store import SampleFile, read_samples
@@ -40,16 +41,19 @@ INNER_FOLDS = 3
 _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
                   "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
                   "total_bytes", "weight_traffic"]
+# the plain (im2col) convolution's column buffer (features._conv_as_gemm)
+_IM2COL_FEATURES = ["im2col_strided", "col_buffer"]
 # MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
 _MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
     ["weight_reads_near", "weight_reads_mid", "weight_reads_far", "input_read"]
 _GEMM_FEATURES = ["batch", "m", "k", "n", "has_bias", "b_is_weight", "total_bytes"]
 FIT_FEATURES = {
-    "conv": _CONV_FEATURES + device_feature_names("conv"),
+    "conv": _CONV_FEATURES + _IM2COL_FEATURES + device_feature_names("conv"),
     "gemm": _GEMM_FEATURES + device_feature_names("gemm"),
     "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
-    "conv_1x1": _CONV_FEATURES,
-    "conv_dw": _CONV_FEATURES,
+    "conv_1x1": _CONV_FEATURES + _IM2COL_FEATURES,
+    # depthwise: one output channel per group, so MACs = im2col elements (direct 1x1 aside) and weights are tiny
+    "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
                     ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES),
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
@@ -62,6 +66,10 @@ FIT_FEATURES = {
 # Variables that measure amounts of work (most important first), for the work x rate form.
 SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "weight_traffic",
                  "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
+# Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
+# and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
+WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "input_read", "rows", "pieces", "inputs",
+                                *_MLAS_FEATURES)
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)
 
@@ -131,7 +139,7 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
 
 
 def _is_flag(variable: str) -> bool:
-    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise")
+    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise", "col_buffer")
 
 
 class _RidgeGCV:
@@ -248,7 +256,7 @@ def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max
         forms += [(f"log2-poly-{d}", "log2", False, d, monomials(variables, d)) for d in range(1, max_degree + 1)]
         forms += [(f"linear-rel-{d}", "linear", True, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
         forms += [(f"rate-{d}", "linear", True, d, rate_terms(raw, d)) for d in range(1, min(2, max_degree) + 1)]
-        amounts = [v for v in raw if not v.startswith("log2")]
+        amounts = [v for v in raw if v in WORK_AMOUNTS or _is_flag(v)]
         forms.append(("work-1", "linear", True, 1, monomials(amounts, 1), "non-negative", MAX_TERMS))
     else:
         forms += [(f"linear-{d}", "linear", False, d, monomials(raw, d)) for d in range(1, min(2, max_degree) + 1)]
@@ -410,6 +418,9 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
                 "heldout": "nested cross-validation (the form chosen again inside each outer fold)",
                 "power": "LassoCV on W over raw and log2 features (published form)", "folds": folds, "seed": seed},
     }
+    if header.get("cache_state"):
+        provenance["fit"]["cache_state"] = (f"{header['cache_state']}; {', '.join(BETWEEN_STATES_KINDS)}: the "
+                                            "geometric mean of the evicted and hot states")
     pack = Pack(name, device, header.get("runtime", {}), models, provenance)
     return pack, table
 

@@ -6,8 +6,9 @@ import pytest
 
 from npower import NpowerError
 from npower.graph import Node, Tensor
-from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, last_level_cache_bytes,
-                                         reads_weight_matrix)
+from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, in_network_ms,
+                                         last_level_cache_bytes, reads_weight_matrix)
+from npower.profile.repeats import runtime_target_ms
 from npower.profile.store import SampleWriter
 
 
@@ -66,6 +67,17 @@ def _kernel(op: str, *weights: tuple) -> Node:
 ])
 def test_only_kernels_reading_a_weight_matrix_meet_evicted_caches(kernel, cold):
     assert reads_weight_matrix(kernel) is cold
+
+
+def test_depthwise_samples_are_fitted_between_the_two_states():
+    states = {"evicted": {"median_ms": 0.8}, "hot": {"median_ms": 0.2}}
+    depthwise = {"kind": "nchwc_conv_dw", "median_ms": 0.8, "cache_state": "evicted", "states": states, "kernel": "Conv"}
+    assert in_network_ms(depthwise) == pytest.approx(0.4)
+    assert runtime_target_ms(depthwise, 0.01) == pytest.approx(0.39)
+    assert in_network_ms({**depthwise, "kind": "nchwc_conv"}) == 0.8  # a weight matrix: the state chosen
+    assert in_network_ms({"kind": "conv_dw", "median_ms": 0.5}) == 0.5  # no states recorded (wall-clock rows)
+    batchnorm = {**depthwise, "median_ms": 0.2, "cache_state": "hot"}  # a BatchNormalization as a 1x1 dw conv
+    assert in_network_ms(batchnorm) == 0.2
 
 
 def test_samples_of_another_cache_state_are_not_resumed(tmp_path):

@@ -74,6 +74,20 @@ def test_conv1d_and_conv3d():
     assert conv3d.specials["macs"] == 8 * 16 * 16 * 8 * 4 * 27
 
 
+@pytest.mark.parametrize("x,w,attrs,col_buffer,im2col,strided", [
+    ([1, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "pads": [1] * 4}, 1, 8 * 9 * 256, 0),       # 3x3: im2col
+    ([1, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "strides": [2, 2]}, 1, 8 * 9 * 49, 8 * 9 * 49),  # gathers
+    ([2, 8, 16, 16], [8, 1, 1, 1], {"group": 8}, 0, 0, 0),                                 # 1x1: direct GEMM
+    ([1, 8, 16, 16], [8, 1, 1, 1], {"group": 8, "strides": [2, 2]}, 0, 8 * 64, 8 * 64),    # strided, no buffer
+    ([1, 8, 20], [8, 1, 1], {"group": 8}, 1, 0, 0),                                        # 1-D: own im2col
+])
+def test_plain_conv_column_buffer_features(x, w, attrs, col_buffer, im2col, strided):
+    layer = features_of(single_node_model("Conv", [("x", x)], attrs, [("w", w)]))
+    assert layer.kind == "conv_dw"
+    assert layer.features["col_buffer"] == col_buffer
+    assert (layer.features["im2col_elems"], layer.features["im2col_strided"]) == (im2col * x[0], strided * x[0])
+
+
 def test_conv_transpose():
     layer = features_of(single_node_model("ConvTranspose", [("x", [1, 64, 14, 14])], {"strides": [2, 2]},
                                           [("w", [64, 32, 2, 2])]))

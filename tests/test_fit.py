@@ -100,13 +100,17 @@ def test_a_run_from_before_the_overhead_was_measured_takes_the_measuring_runs_me
 
 def test_work_form_is_a_non_negative_sum_of_amounts_of_work():
     # time = overhead + a cost per unit of two kinds of work; a third amount lowers the time (a cache effect
-    # fitted elsewhere): the work form keeps the two costs and gives the third none, never a negative one
+    # fitted elsewhere): the work form keeps the two costs and gives the third none, never a negative one.
+    # A shape (kernel height) is no amount of work: the form leaves it out, a flag (a fixed cost) it keeps.
     rng = np.random.default_rng(3)
     a, b, c = (np.exp2(rng.uniform(8, 20, 300)) for _ in range(3))
     y = (0.004 + 2e-8 * a + 5e-8 * b) * np.exp2(rng.normal(0, 0.03, 300)) * (1 - 0.2 * (c > 2 ** 14))
-    columns = {"a": a, "b": b, "c": c}
+    columns = {"macs": a, "out_elems": b, "in_elems": c, "kernel_h": rng.integers(1, 8, 300).astype(float),
+               "col_buffer": (rng.uniform(size=300) < 0.5).astype(float)}
     (label, fitter, _, terms), = [form for form in fit._candidates("x", columns, True, 2) if form[0] == "work-1"]
-    assert terms == [{"a": 1}, {"b": 1}, {"c": 1}] and fitter.method == "LassoCV (non-negative)"
+    assert terms == [{"macs": 1}, {"out_elems": 1}, {"in_elems": 1}, {"col_buffer": 1}]
+    assert fitter.method == "LassoCV (non-negative)"
+    terms = terms[:3]
     intercept, coefs, _ = fitter.fit(fit._design(terms, columns, np.arange(300)), y)
     assert intercept > 0 and coefs.min() >= 0.0 and coefs[2] == 0.0
     assert coefs[0] == pytest.approx(2e-8 * 0.9, rel=0.2) and coefs[1] == pytest.approx(5e-8 * 0.9, rel=0.2)

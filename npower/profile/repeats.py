@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NpowerError
+from .cache_state import in_network_ms
 from .store import SampleFile, runtime_differences
 
 
@@ -34,9 +35,10 @@ class PooledSample:
 
 
 def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
-    """A sample's runtime to fit: its median, less the time onnxruntime's profiler added to it where the
-    kernel was timed from the profiler's trace (rows with a `kernel`), kept to at least a tenth of it."""
-    ms = float(row["median_ms"])
+    """A sample's runtime to fit: its median in the cache state of a network (`cache_state.in_network_ms`),
+    less the time onnxruntime's profiler added to it where the kernel was timed from the profiler's trace
+    (rows with a `kernel`), kept to at least a tenth of it."""
+    ms = in_network_ms(row)
     return max(ms - trace_overhead_ms, 0.1 * ms) if "kernel" in row else ms
 
 
