@@ -1,13 +1,13 @@
 """Single-node kernel times under the profiler's two cache states against the same kernels inside a network.
 
-For each zoo network (onnxruntime CPU at a given level, 1 thread), two groups of layers: those that
+For each zoo network (onnxruntime CPU at the CPU pack's level and threads), two groups of layers: those that
 read a weight matrix (Conv/Gemm/MatMul) and weightless ones that run as the same kernel inside and
 outside a network (pooling, Concat, Softmax, Transpose). For each group: the sum of the kernels'
 times inside the network (onnxruntime's profile), and the same layers run one by one as single-node
 graphs, timed hot (looped, as profilers usually do) and from the evicted state
 (`npower.profile.cache_state`). The profiler takes the first group from the evicted state and the
-second hot. A third group, the depthwise convs the pack costs with its depthwise kinds, is timed the
-same way: inside networks they run between the two states, and the fit takes their geometric mean
+second hot. A third group, the depthwise convs the pack costs with its depthwise kinds and the
+profiler times from the evicted state (those reading a weight matrix), is timed the same way: inside networks they run between the two states, and the fit takes their geometric mean
 (`cache_state.in_network_ms`; its column here). Reorders are left out (a single node pays its own; a
 network only at region boundaries). Prints a table.
 Run: python benchmarks/cache_state.py [--gpu PACK] [--batch N] [NETWORK ...]
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import collections
-
 import math
+from typing import Iterable
 
 from npower import zoo
-from npower.graph import load_graph
+from npower.graph import Node, load_graph
 from npower.pack import find_pack
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy, summarize, time_runs
 from npower.profile.build import build_model, make_feeds
-from npower.profile.cache_state import BETWEEN_STATES_KINDS, in_network_cache_state
+from npower.profile.cache_state import BETWEEN_STATES_KINDS, in_network_cache_state, reads_weight_matrix
 from npower.profile.harvest import node_config
 from npower.profile.ort_trace import kernel_runs
 from npower.validate import profile_layers, random_feeds
@@ -47,42 +47,42 @@ def single_node_ms(backend: OrtCpuBackend, config: dict, evicted: bool) -> float
     return sum(summarize(times).median_ms for op, times in runs if "Reorder" not in op)
 
 
+def single_node_totals(backend: OrtCpuBackend, nodes: Iterable[Node]) -> tuple[float, float]:
+    """(hot, evicted) ms of the nodes run one by one as single-node graphs (each distinct config timed once)."""
+    configs: dict[str, dict] = {}
+    counts: collections.Counter = collections.Counter()
+    for node in nodes:
+        config = node_config(node, {})
+        configs.setdefault(repr(config), config)
+        counts[repr(config)] += 1
+    hot = evicted = 0.0
+    for key, config in configs.items():
+        hot += counts[key] * single_node_ms(backend, config, evicted=False)
+        evicted += counts[key] * single_node_ms(backend, config, evicted=True)
+    return hot, evicted
+
+
 def group_row(backend: OrtCpuBackend, name: str, batch: int, ops: tuple[str, ...]) -> tuple[float, float, float]:
     """(in-network, single-node hot, single-node evicted) ms of the network's kernels of `ops`."""
     model = zoo.build(name, batch=batch)
     graph = load_graph(model)
     profile = backend.profile_kernels(model.SerializeToString(), random_feeds(graph), runs=20)
     inside = sum(k.ms for k in profile.kernels if k.op_type.split(":")[-1] in ops)
-    configs: dict[str, dict] = {}
-    counts: collections.Counter = collections.Counter()
-    for node in graph.nodes:
-        if node.op_type in ops:
-            config = node_config(node, {})
-            configs.setdefault(repr(config), config)
-            counts[repr(config)] += 1
-    hot = evicted = 0.0
-    for key, config in configs.items():
-        hot += counts[key] * single_node_ms(backend, config, evicted=False)
-        evicted += counts[key] * single_node_ms(backend, config, evicted=True)
-    return inside, hot, evicted
+    return (inside, *single_node_totals(backend, (node for node in graph.nodes if node.op_type in ops)))
 
 
 def depthwise_row(backend: OrtCpuBackend, pack, name: str, batch: int) -> tuple[float, float, float]:
     """(in-network, single-node hot, single-node evicted) ms of the network's depthwise convs: the kernels
-    hosting the layers the pack costs with a depthwise kind and times from the evicted state."""
+    hosting the layers the pack costs with a depthwise kind and that read a weight matrix."""
     model = zoo.build(name, batch=batch)
     graph = load_graph(model)
     rows, _ = profile_layers(backend, model, graph, pack, predict(graph, pack), fusion=True, runs=20)
     nodes = {node.name: node for node in graph.nodes}
-    inside = hot = evicted = 0.0
-    for row in rows:
-        node = nodes.get(row["name"])
-        if row["kind"] in BETWEEN_STATES_KINDS and node is not None and node.op_type == "Conv":
-            config = node_config(node, {})
-            inside += row["measured_ms"]
-            hot += single_node_ms(backend, config, evicted=False)
-            evicted += single_node_ms(backend, config, evicted=True)
-    return inside, hot, evicted
+    chosen = [(row, nodes[row["name"]]) for row in rows if row["kind"] in BETWEEN_STATES_KINDS
+              and row["name"] in nodes and nodes[row["name"]].op_type == "Conv"
+              and reads_weight_matrix(nodes[row["name"]])]
+    inside = sum(row["measured_ms"] for row, _ in chosen)
+    return (inside, *single_node_totals(backend, (node for _, node in chosen)))
 
 
 def main() -> None:
@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     pack = find_pack(args.gpu)
+    if (pack.runtime.name, pack.runtime.device) != ("onnxruntime", "cpu"):
+        parser.error(f"{args.gpu}: not an onnxruntime CPU pack")
     backend = OrtCpuBackend(pack.runtime.threads or 1, pack.runtime.optimization, TimingPolicy(3, 15, 0.1, 1.0))
     print(f"{'network':14s} {'layers':14s} {'in network ms':>14s} {'hot ms':>8s} {'ratio':>6s} "
           f"{'evicted ms':>11s} {'ratio':>6s} {'geo. mean':>10s} {'ratio':>6s}")

@@ -119,10 +119,12 @@ def _conv(node: Node) -> LayerFeatures:
     window = _window(node, x[2:], y[2:])
     macs = x[0] * _prod(y[2:]) * w[0] * _prod(w[2:]) * w[1]
     pointwise = _prod(w[2:]) == 1
-    direct = pointwise and all(s == 1 for s in node.attrs["strides"]) and not any(node.attrs["pads"])
+    strided = not all(s == 1 for s in node.attrs["strides"])
+    direct = pointwise and not strided and not any(node.attrs["pads"])
     depthwise = groups > 1 and groups == x[1]
     features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window,
-                "depthwise": int(depthwise), "pointwise": int(pointwise), **_conv_as_gemm(x, w, y, groups, direct, any(s > 1 for s in node.attrs["strides"]))}
+                "depthwise": int(depthwise), "pointwise": int(pointwise),
+                **_conv_as_gemm(x, w, y, groups, direct, strided)}
     return LayerFeatures(_conv_kind(direct and groups == 1, depthwise), _floats(features), _specials(node, macs))
 
 
@@ -135,14 +137,15 @@ def _conv_kind(direct_gemm: bool, depthwise: bool) -> str:
 
 def _conv_as_gemm(x: tuple, w: tuple, y: tuple, groups: int, direct: bool, strided: bool) -> dict[str, float]:
     """The GEMMs an im2col convolution runs: batch*groups calls of (M x K) @ (K x N), the im2col copy (and the
-    part of it that gathers with a stride), whether the kernel expands into a column buffer at all (a 1-D conv
-    always does: onnxruntime runs it with its own im2col; a fixed cost of about 17 us per node here), and the
-    weight elements those calls read (they dominate when N, the output map, is tiny)."""
+    part of it that gathers with a stride), `window_setup` (1 for the convs that paid a fixed cost of about
+    17 us per node on the CPU pack's machine: every 1-D conv, which onnxruntime runs outside MLAS, and every
+    conv whose window has more than one tap; 1x1 convs did not, strided or not), and the weight elements
+    those calls read (they dominate when N, the output map, is tiny)."""
     out_spatial, kernel = _prod(y[2:]), _prod(w[2:])
     im2col = 0 if direct else x[0] * x[1] * kernel * out_spatial
     return {"gemm_m": w[0] // groups, "gemm_k": w[1] * kernel, "gemm_n": out_spatial, "gemm_calls": x[0] * groups,
             "im2col_elems": im2col, "im2col_strided": im2col if strided else 0,
-            "col_buffer": int(len(x) == 3 or kernel > 1),
+            "window_setup": int(len(x) == 3 or kernel > 1),
             "weight_traffic": x[0] * _prod(w)}  # each image's GEMMs read all weights again
 
 

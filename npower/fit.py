@@ -41,8 +41,8 @@ INNER_FOLDS = 3
 _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
                   "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
                   "total_bytes", "weight_traffic"]
-# the plain (im2col) convolution's column buffer (features._conv_as_gemm)
-_IM2COL_FEATURES = ["im2col_strided", "col_buffer"]
+# the plain (im2col) convolution's strided gather and fixed setup cost (features._conv_as_gemm)
+_IM2COL_FEATURES = ["im2col_strided", "window_setup"]
 # MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
 _MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
     ["weight_reads_near", "weight_reads_mid", "weight_reads_far", "input_read"]
@@ -51,8 +51,9 @@ FIT_FEATURES = {
     "conv": _CONV_FEATURES + _IM2COL_FEATURES + device_feature_names("conv"),
     "gemm": _GEMM_FEATURES + device_feature_names("gemm"),
     "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
-    "conv_1x1": _CONV_FEATURES + _IM2COL_FEATURES,
-    # depthwise: one output channel per group, so MACs = im2col elements (direct 1x1 aside) and weights are tiny
+    "conv_1x1": _CONV_FEATURES + ["window_setup"],  # stride 1, no pads: nothing gathered with a stride
+    # depthwise: MACs are the column elements times the channel multiplier (1 in 145 of 147 samples; direct
+    # 1x1 aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
                     ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES),
@@ -68,7 +69,7 @@ SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_ele
                  "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
-WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "input_read", "rows", "pieces", "inputs",
+WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs",
                                 *_MLAS_FEATURES)
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)
@@ -139,7 +140,7 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
 
 
 def _is_flag(variable: str) -> bool:
-    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise", "col_buffer")
+    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise", "window_setup")
 
 
 class _RidgeGCV:

@@ -74,17 +74,18 @@ def test_conv1d_and_conv3d():
     assert conv3d.specials["macs"] == 8 * 16 * 16 * 8 * 4 * 27
 
 
-@pytest.mark.parametrize("x,w,attrs,col_buffer,im2col,strided", [
-    ([1, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "pads": [1] * 4}, 1, 8 * 9 * 256, 0),       # 3x3: im2col
-    ([1, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "strides": [2, 2]}, 1, 8 * 9 * 49, 8 * 9 * 49),  # gathers
-    ([2, 8, 16, 16], [8, 1, 1, 1], {"group": 8}, 0, 0, 0),                                 # 1x1: direct GEMM
-    ([1, 8, 16, 16], [8, 1, 1, 1], {"group": 8, "strides": [2, 2]}, 0, 8 * 64, 8 * 64),    # strided, no buffer
-    ([1, 8, 20], [8, 1, 1], {"group": 8}, 1, 0, 0),                                        # 1-D: own im2col
+@pytest.mark.parametrize("x,w,attrs,kind,setup,im2col,strided", [
+    ([1, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "pads": [1] * 4}, "conv_dw", 1, 8 * 9 * 256, 0),  # 3x3: im2col
+    ([2, 8, 16, 16], [8, 1, 3, 3], {"group": 8, "strides": [2, 2]}, "conv_dw", 1, 8 * 9 * 49, 8 * 9 * 49),
+    ([2, 8, 16, 16], [8, 1, 1, 1], {"group": 8}, "conv_dw", 0, 0, 0),                  # 1x1: a direct GEMM
+    ([1, 8, 16, 16], [8, 1, 1, 1], {"group": 8, "strides": [2, 2]}, "conv_dw", 0, 8 * 64, 8 * 64),  # no setup
+    ([1, 8, 20], [8, 1, 1], {"group": 8}, "conv_dw", 1, 0, 0),                         # 1-D: outside MLAS
+    ([1, 8, 20], [4, 8, 1], {}, "conv_1x1", 1, 0, 0),
+    ([1, 4, 6, 8, 8], [2, 4, 3, 3, 3], {"strides": [1, 1, 2]}, "conv", 1, 4 * 27 * 4 * 6 * 3, 4 * 27 * 4 * 6 * 3),
 ])
-def test_plain_conv_column_buffer_features(x, w, attrs, col_buffer, im2col, strided):
+def test_plain_conv_window_setup_and_strided_gather(x, w, attrs, kind, setup, im2col, strided):
     layer = features_of(single_node_model("Conv", [("x", x)], attrs, [("w", w)]))
-    assert layer.kind == "conv_dw"
-    assert layer.features["col_buffer"] == col_buffer
+    assert layer.kind == kind and layer.features["window_setup"] == setup
     assert (layer.features["im2col_elems"], layer.features["im2col_strided"]) == (im2col * x[0], strided * x[0])
 
 

@@ -106,9 +106,9 @@ def test_work_form_is_a_non_negative_sum_of_amounts_of_work():
     a, b, c = (np.exp2(rng.uniform(8, 20, 300)) for _ in range(3))
     y = (0.004 + 2e-8 * a + 5e-8 * b) * np.exp2(rng.normal(0, 0.03, 300)) * (1 - 0.2 * (c > 2 ** 14))
     columns = {"macs": a, "out_elems": b, "in_elems": c, "kernel_h": rng.integers(1, 8, 300).astype(float),
-               "col_buffer": (rng.uniform(size=300) < 0.5).astype(float)}
+               "window_setup": (rng.uniform(size=300) < 0.5).astype(float)}
     (label, fitter, _, terms), = [form for form in fit._candidates("x", columns, True, 2) if form[0] == "work-1"]
-    assert terms == [{"macs": 1}, {"out_elems": 1}, {"in_elems": 1}, {"col_buffer": 1}]
+    assert terms == [{"macs": 1}, {"out_elems": 1}, {"in_elems": 1}, {"window_setup": 1}]
     assert fitter.method == "LassoCV (non-negative)"
     terms = terms[:3]
     intercept, coefs, _ = fitter.fit(fit._design(terms, columns, np.arange(300)), y)

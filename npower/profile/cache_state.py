@@ -58,15 +58,19 @@ def reads_weight_matrix(kernel: Node) -> bool:
 BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
 
 
-def in_network_ms(row: dict) -> float:
-    """A sample's median ms in the state its kernel meets inside a network: the state the profiler chose,
-    or for a depthwise conv it timed from the evicted state the geometric mean of the evicted and hot states
-    (a BatchNormalization run as a 1x1 depthwise conv reads no weight matrix: hot, as chosen)."""
+def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
+    """A sample's median ms in the state its kernel meets inside a network, each state's time less
+    `overhead_ms` (kept to at least a tenth of it): the state the profiler chose, or for a depthwise conv it
+    timed from the evicted state the geometric mean of the evicted and hot states (a 1x1 depthwise conv,
+    such as a BatchNormalization or a per-channel Mul in the blocked layout, reads no weight matrix: hot)."""
+    def less_overhead(ms: float) -> float:
+        return max(ms - overhead_ms, 0.1 * ms)
     states = row.get("states")
     if row.get("kind") in BETWEEN_STATES_KINDS and row.get("cache_state") == "evicted" and states \
             and {"evicted", "hot"} <= states.keys():
-        return math.sqrt(float(states["evicted"]["median_ms"]) * float(states["hot"]["median_ms"]))
-    return float(row["median_ms"])
+        return math.sqrt(less_overhead(float(states["evicted"]["median_ms"]))
+                         * less_overhead(float(states["hot"]["median_ms"])))
+    return less_overhead(float(row["median_ms"]))
 
 
 class InNetworkCacheState:

@@ -38,8 +38,7 @@ def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
     """A sample's runtime to fit: its median in the cache state of a network (`cache_state.in_network_ms`),
     less the time onnxruntime's profiler added to it where the kernel was timed from the profiler's trace
     (rows with a `kernel`), kept to at least a tenth of it."""
-    ms = in_network_ms(row)
-    return max(ms - trace_overhead_ms, 0.1 * ms) if "kernel" in row else ms
+    return in_network_ms(row, trace_overhead_ms if "kernel" in row else 0.0)
 
 
 def check_poolable(runs: list[tuple[str, SampleFile]]) -> None:
