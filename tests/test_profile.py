@@ -80,11 +80,12 @@ def test_resume_with_another_runtime_is_refused(tmp_path, capsys, option, change
     assert samples.read_text() == before
 
 
-def _relu_run(path, scale: float, threads: int = 1, configs: int = 40) -> None:
+def _relu_run(path, scale: float, threads: int = 1, configs: int = 40, cache_state: str | None = None) -> None:
     """A sample file of Relu configs whose runtimes are `scale` times one linear law."""
     runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",
                "graph_optimization": "all", "intra_op_threads": threads, "precision": "fp32"}
-    header = {"created": path.name, "device": {"name": "x", "peak_gflops": 100.0 * scale}, "runtime": runtime}
+    header = {"created": path.name, "device": {"name": "x", "peak_gflops": 100.0 * scale}, "runtime": runtime,
+              **({"cache_state": cache_state} if cache_state else {})}
     with SampleWriter(path, header) as writer:
         rng = np.random.default_rng(0)
         for index in range(configs):
@@ -102,7 +103,9 @@ def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
         handle.write("not json\n")
     assert main(["fit", str(samples), "-o", str(tmp_path / "p.yaml")]) == 0
     assert f"{samples}:42: skipped corrupt row" in capsys.readouterr().err
-    assert load_pack(tmp_path / "p.yaml").models["relu"].runtime.fit["samples"] == 40
+    pack = load_pack(tmp_path / "p.yaml")
+    assert pack.models["relu"].runtime.fit["samples"] == 40
+    assert "cache_state" not in pack.provenance["fit"]  # the run recorded none
 
 
 @needs_sklearn
@@ -111,11 +114,12 @@ def test_fit_pools_repeated_runs_and_reports_their_noise(tmp_path, capsys):
     fits their geometric mean (2x the first, where the arithmetic mean would be 2.5x), keeps the config only
     one run measured, and reports the run-to-run noise of one measurement, 2^(log2(4)/sqrt 2) - 1."""
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    _relu_run(first, 1.0)
-    _relu_run(second, 4.0, configs=41)
+    _relu_run(first, 1.0, cache_state="states X")
+    _relu_run(second, 4.0, configs=41, cache_state="states X")
     assert main(["fit", str(first), str(second), "-o", str(tmp_path / "p.yaml")]) == 0
     assert "repeat noise" in capsys.readouterr().out
     pack = load_pack(tmp_path / "p.yaml")
+    assert pack.provenance["fit"]["cache_state"].startswith("states X; nchwc_conv_dw, conv_dw: the geometric mean")
     assert pack.provenance["samples_files"] == ["a.jsonl", "b.jsonl"]
     assert pack.models["relu"].runtime.fit["samples"] == 41
     assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx((2 ** (2 / np.sqrt(2)) - 1) * 100, abs=0.01)
