@@ -7,7 +7,8 @@ times inside the network (onnxruntime's profile), and the same layers run one by
 graphs, timed hot (looped, as profilers usually do) and from the evicted state
 (`npower.profile.cache_state`). The profiler takes the first group from the evicted state and the
 second hot. A third group, the depthwise convs the pack costs with its depthwise kinds and the
-profiler times from the evicted state (those reading a weight matrix), is timed the same way: inside networks they run between the two states, and the fit takes their geometric mean
+profiler times from the evicted state (those reading a weight matrix), is timed the same way: inside
+networks they run between the two states, and the fit takes their geometric mean
 (`cache_state.in_network_ms`; its column here). Reorders are left out (a single node pays its own; a
 network only at region boundaries). Prints a table.
 Run: python benchmarks/cache_state.py [--gpu PACK] [--batch N] [NETWORK ...]
@@ -77,12 +78,10 @@ def depthwise_row(backend: OrtCpuBackend, pack, name: str, batch: int) -> tuple[
     model = zoo.build(name, batch=batch)
     graph = load_graph(model)
     rows, _ = profile_layers(backend, model, graph, pack, predict(graph, pack), fusion=True, runs=20)
-    nodes = {node.name: node for node in graph.nodes}
-    chosen = [(row, nodes[row["name"]]) for row in rows if row["kind"] in BETWEEN_STATES_KINDS
-              and row["name"] in nodes and nodes[row["name"]].op_type == "Conv"
-              and reads_weight_matrix(nodes[row["name"]])]
-    inside = sum(row["measured_ms"] for row, _ in chosen)
-    return (inside, *single_node_totals(backend, (node for _, node in chosen)))
+    nodes = {node.name: node for node in graph.nodes if node.op_type == "Conv" and reads_weight_matrix(node)}
+    chosen = [row for row in rows if row["kind"] in BETWEEN_STATES_KINDS and row["name"] in nodes]
+    inside = sum(row["measured_ms"] for row in chosen)
+    return (inside, *single_node_totals(backend, (nodes[row["name"]] for row in chosen)))
 
 
 def main() -> None:

@@ -52,8 +52,8 @@ FIT_FEATURES = {
     "gemm": _GEMM_FEATURES + device_feature_names("gemm"),
     "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
     "conv_1x1": _CONV_FEATURES + ["window_setup"],  # stride 1, no pads: nothing gathered with a stride
-    # depthwise: MACs are the column elements times the channel multiplier (1 in 145 of 147 samples; direct
-    # 1x1 aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
+    # depthwise: MACs are the column elements times the channel multiplier (nearly always 1; direct 1x1
+    # aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
                     ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES),
