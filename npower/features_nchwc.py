@@ -85,9 +85,14 @@ def row_calls(x: tuple, w: tuple, y: tuple, groups: int) -> int:
 # the interior in smaller groups, and outputs whose taps reach the padding one by one, checking every tap.
 OUTPUT_GROUP = 6
 FILTER_SET = 4  # output channel blocks one kernel call computes
-# Weight reads by the size of the weight block a kernel call re-reads for every output row: bands by size,
-# where they fit in a core's L2 (<= 1 MiB), in a shared L3 (<= 16 MiB) or stream from memory.
-WEIGHT_BANDS = (("near", 2 ** 20), ("mid", 2 ** 24), ("far", math.inf))
+# Cache levels by the bytes a block of data occupies: a core's L2 (<= 1 MiB), the shared L3 (<= 16 MiB), memory.
+BANDS = (("near", 2 ** 20), ("mid", 2 ** 24), ("far", math.inf))
+TRAFFIC = ("weight_reads", "input_rereads", "output_rereads")
+POINTWISE_CHANNEL_BATCH = 128  # input channels MLAS's pointwise kernel sums per pass over a stride-1 output plane
+
+
+def _band(size_bytes: float) -> str:
+    return next(name for name, limit in BANDS if size_bytes <= limit)
 
 
 def kernel_steps(node: Node, groups: int) -> dict[str, float]:
@@ -95,8 +100,8 @@ def kernel_steps(node: Node, groups: int) -> dict[str, float]:
     times one kernel tap for a group of outputs: it costs a filter-set load plus one multiply-add per output and
     filter block, so time depends on the group (6 interior outputs, the interior remainder, padded outputs
     one at a time) and on the filter blocks per set (1-4), not on the multiply-adds alone. `*_steps` count
-    steps, `*_fmas` steps times filter blocks (vector multiply-adds per output); weight and input reads count
-    the bytes the row calls load."""
+    steps, `*_fmas` steps times filter blocks (vector multiply-adds per output); `memory_traffic` the bytes
+    the kernel moves."""
     x, w = node.inputs[0].shape, node.inputs[1].shape
     d_axis, h_axis, w_axis = _axes(node)
     _, out_w, kernel_w, *_ = w_axis
@@ -106,23 +111,57 @@ def kernel_steps(node: Node, groups: int) -> dict[str, float]:
     right = next((i for i, taps in enumerate(reversed(per_output)) if taps == kernel_w), out_w)
     interior = max(0, out_w - left - right)
     padded_taps = sum(per_output) - interior * kernel_w
-    lanes = w[1] if w[1] < BLOCK else -(-w[1] // BLOCK) * BLOCK  # NCHW input reads its channels unblocked
-    blocks = -(-w[0] // groups // BLOCK)  # per group
-    sets = groups * ([FILTER_SET] * (blocks // FILTER_SET) + ([blocks % FILTER_SET] if blocks % FILTER_SET else []))
+    lanes = _lanes(w[1])
+    sets = groups * _filter_sets(-(-w[0] // groups // BLOCK))
     per_set = {"main": interior // OUTPUT_GROUP * kernel_w, "rest": interior % OUTPUT_GROUP * kernel_w,
                "padded": padded_taps}
     features = {}
     for group, steps in per_set.items():
         features[f"{group}_steps"] = float(rows * lanes * steps * len(sets))
         features[f"{group}_fmas"] = float(rows * lanes * steps * sum(sets))
-    row_weights = 4.0 * w[0] * w[1] * sum(1 for taps in tap_reads(*w_axis) if taps)  # one kernel row's, touched
-    set_block = 4.0 * weight_touched(node) * min(w[0] // groups, FILTER_SET * BLOCK) / w[0]  # a set is in one group
-    features.update({f"weight_reads_{band}": 0.0 for band, _ in WEIGHT_BANDS})
-    band = next(name for name, limit in WEIGHT_BANDS if set_block <= limit)
-    features[f"weight_reads_{band}"] = rows * row_weights
+    return {**features, **memory_traffic(node, groups, rows)}
+
+
+def _lanes(channels: int) -> int:
+    """Input channels a kernel step covers: NCHW input (fewer channels than a block) is read unblocked."""
+    return channels if channels < BLOCK else -(-channels // BLOCK) * BLOCK
+
+
+def _filter_sets(blocks: int) -> list[int]:
+    """Filter blocks per kernel call: sets of up to FILTER_SET blocks."""
+    return [FILTER_SET] * (blocks // FILTER_SET) + ([blocks % FILTER_SET] if blocks % FILTER_SET else [])
+
+
+def memory_traffic(node: Node, groups: int, rows: int) -> dict[str, float]:
+    """Bytes MLAS's NCHWc conv moves, by the cache level they come from (`BANDS`). For each image and filter set
+    it loops over input channel blocks and, inside, over output rows, so:
+    - weight_reads: a (filter set, input block) block of weights is read for every output row and kernel row
+      (`rows`). An image's first read of each comes from where the whole (touched) weights fit, the first image's
+      from memory (other layers evicted them since the last inference); the re-reads from a core's cache;
+    - input_read: the input rows the kernel reads once; input_rereads: every further filter set of a group reads
+      the image's input again (band: one image's input of a group);
+    - output_rereads: every input pass after the first reads the set's output back (band: one image's output of
+      a set): a pass is an input block, or for the pointwise kernel at stride 1 up to 128 input channels (at a
+      larger stride it finishes one output row at a time, in cache)."""
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    _, h_axis, w_axis = _axes(node)
+    lanes = _lanes(w[1])
+    sets_per_group = len(_filter_sets(-(-w[0] // groups // BLOCK)))
+    traffic = {f"{name}_{band}": 0.0 for name in TRAFFIC for band, _ in BANDS}
+    whole = 4.0 * weight_touched(node)
+    all_reads = rows * 4.0 * w[0] * w[1] * sum(1 for taps in tap_reads(*w_axis) if taps)  # each row's touched
+    traffic["weight_reads_far"] += whole
+    traffic[f"weight_reads_{_band(whole)}"] += (x[0] - 1) * whole
+    traffic["weight_reads_near"] += all_reads - x[0] * whole
     _, _, kernel_h, stride_h, *_ = h_axis
-    features["input_read"] = 4.0 * x[0] * lanes * _prod(x[2:]) * min(1.0, kernel_h / stride_h)  # rows it reads
-    return features
+    group_input = 4.0 * lanes * _prod(x[2:]) * min(1.0, kernel_h / stride_h)  # the rows it reads, one image
+    traffic[f"input_rereads_{_band(group_input)}"] += x[0] * groups * group_input * (sets_per_group - 1)
+    pointwise = _prod(w[2:]) == 1 and not any(node.attrs["pads"])
+    strided = any(s != 1 for s in node.attrs["strides"])
+    passes = 1 if pointwise and strided else -(-lanes // (POINTWISE_CHANNEL_BATCH if pointwise else BLOCK))
+    set_output = 4.0 * _prod(y[2:]) * min(w[0] // groups, FILTER_SET * BLOCK)
+    traffic[f"output_rereads_{_band(set_output)}"] += 4.0 * x[0] * _prod(y[1:]) * (passes - 1)
+    return {"input_read": x[0] * groups * group_input, **traffic}
 
 
 @register(qualified("Conv"))

@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .device_features import derive as derive_device_features, names as device_feature_names
 from .errors import NpowerError
+from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
 from .profile.cache_state import BETWEEN_STATES_KINDS
@@ -45,7 +46,7 @@ _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls",
 _IM2COL_FEATURES = ["im2col_strided", "window_setup"]
 # MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
 _MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
-    ["weight_reads_near", "weight_reads_mid", "weight_reads_far", "input_read"]
+    [f"{name}_{band}" for name in TRAFFIC for band, _ in BANDS] + ["input_read"]
 _GEMM_FEATURES = ["batch", "m", "k", "n", "has_bias", "b_is_weight", "total_bytes"]
 FIT_FEATURES = {
     "conv": _CONV_FEATURES + _IM2COL_FEATURES + device_feature_names("conv"),

@@ -51,15 +51,17 @@ def test_calls_alternate_between_an_eviction_with_a_read_of_the_inputs_and_a_hot
     assert InNetworkCacheState.split([3.0, 4.0, 5.0, 6.0, 7.0], first_call=3) == ([4.0, 6.0], [3.0, 5.0, 7.0])
 
 
-def _kernel(op: str, *weights: tuple) -> Node:
+def _kernel(op: str, *weights: tuple, group: int = 1) -> Node:
     inputs = [Tensor("x", (1, 64, 8, 8), "float32", 4)] + [Tensor(f"w{i}", shape, "float32", 4, True)
                                                            for i, shape in enumerate(weights)]
-    return Node(op, op, "", inputs, [Tensor("y", (1, 64, 8, 8), "float32", 4)], {})
+    return Node(op, op, "", inputs, [Tensor("y", (1, 64, 8, 8), "float32", 4)], {"group": group})
 
 
 @pytest.mark.parametrize("kernel, cold", [
     (_kernel("Conv", (64, 64, 1, 1), (64,)), True),          # a 1x1 filter bank
-    (_kernel("Conv", (64, 1, 3, 3)), True),                  # depthwise
+    (_kernel("Conv", (64, 1, 3, 3), group=64), True),        # depthwise
+    (_kernel("Conv", (16, 1, 1, 1)), True),                  # one channel to 16: a filter bank
+    (_kernel("Conv", (64, 1, 1, 1), group=64), False),       # a BatchNormalization as a 1x1 depthwise conv
     (_kernel("MatMul", (768, 3072)), True),
     (_kernel("LayerNormalization", (64,), (64,)), False),    # scale and shift only
     (_kernel("Mul", (1, 64, 1, 1)), False),                  # a per-channel constant
@@ -78,6 +80,19 @@ def test_depthwise_samples_are_fitted_between_the_two_states():
     assert in_network_ms({"kind": "conv_dw", "median_ms": 0.5}) == 0.5  # no states recorded (wall-clock rows)
     batchnorm = {**depthwise, "median_ms": 0.2, "cache_state": "hot"}  # a BatchNormalization as a 1x1 dw conv
     assert in_network_ms(batchnorm) == 0.2
+
+
+@pytest.mark.parametrize("group, weight, expected", [(1, [16, 1, 1, 1], 0.8), (16, [16, 1, 1, 1], 0.2),
+                                                     (1, [16, 3, 1, 1], 0.8)])
+def test_rows_timed_hot_before_one_channel_convs_counted_as_filter_banks_fit_their_evicted_time(group, weight,
+                                                                                                 expected):
+    states = {"evicted": {"median_ms": 0.8}, "hot": {"median_ms": 0.2}}
+    config = {"op": "Conv", "attrs": {"group": group}, "inputs": [{"shape": [1, 16, 8, 8], "weight": False},
+                                                                  {"shape": weight, "weight": True}]}
+    profiled = "evicted" if weight[1] > 1 else "hot"  # the state the profiler chose before
+    row = {"kind": "nchwc_conv_nchw", "config": config, "states": states, "cache_state": profiled,
+           "median_ms": states[profiled]["median_ms"]}
+    assert in_network_ms(row) == expected
 
 
 def test_samples_of_another_cache_state_are_not_resumed(tmp_path):

@@ -259,30 +259,45 @@ def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, 
 
 @pytest.mark.parametrize("x, w, pads, strides, expected", [
     # 3x3, pad 1, 5x14 -> 5x14: outputs 0 and 13 of a row reach the padding (2 taps each), the 12 between are two
-    # groups of 6; the 5 output rows read 2+3+3+3+2 = 13 kernel rows; 80 channels = 5 blocks: sets of 4 and 1
+    # groups of 6; the 5 output rows read 2+3+3+3+2 = 13 kernel rows; 80 channels = 5 blocks: sets of 4 and 1.
+    # The weights' first read comes from memory, the 13 - 3 other kernel-row reads from cache; the second set reads
+    # the input again; the second input block (32 channels) reads the output back
     ((1, 32, 5, 14), (80, 32, 3, 3), [1, 1, 1, 1], [1, 1],
      {"main_steps": 13 * 32 * 6 * 2, "main_fmas": 13 * 32 * 6 * 5, "rest_steps": 0, "rest_fmas": 0,
       "padded_steps": 13 * 32 * 4 * 2, "padded_fmas": 13 * 32 * 4 * 5,
-      "weight_reads_near": 13 * 4 * 80 * 32 * 3, "weight_reads_mid": 0, "weight_reads_far": 0,
-      "input_read": 4 * 32 * 5 * 14}),
+      "weight_reads_near": (13 - 3) * 4 * 80 * 32 * 3, "weight_reads_mid": 0, "weight_reads_far": 4 * 80 * 32 * 9,
+      "input_read": 4 * 32 * 5 * 14, "input_rereads_near": 4 * 32 * 5 * 14, "output_rereads_near": 4 * 80 * 5 * 14}),
     # NCHW input (3 channels, read unblocked), 3x3 stride 2 over 9x20 -> 4x9, 2 images: one group of 6 and 3
-    # remaining outputs per row; 2 x 4 rows x 3 kernel rows; a 3-row kernel at stride 2 reads every input row
+    # remaining outputs per row; 2 x 4 rows x 3 kernel rows; a 3-row kernel at stride 2 reads every input row;
+    # one filter set and one input pass: nothing read again
     ((2, 3, 9, 20), (16, 3, 3, 3), [0, 0, 0, 0], [2, 2],
      {"main_steps": 24 * 3 * 3, "main_fmas": 24 * 3 * 3, "rest_steps": 24 * 3 * 9, "rest_fmas": 24 * 3 * 9,
-      "padded_steps": 0, "padded_fmas": 0, "weight_reads_near": 24 * 4 * 16 * 3 * 3, "weight_reads_mid": 0,
-      "weight_reads_far": 0, "input_read": 4 * 2 * 3 * 9 * 20}),
-    # 7x7 over 1024 -> 1024 channels: a filter set's weights (64 x 1024 x 49 x 4 B = 12.25 MiB) leave the near band
-    ((1, 1024, 7, 7), (1024, 1024, 7, 7), [3, 3, 3, 3], [1, 1],
-     {"weight_reads_near": 0, "weight_reads_mid": 37 * 4 * 1024 * 1024 * 7, "weight_reads_far": 0}),
+      "padded_steps": 0, "padded_fmas": 0, "weight_reads_near": 24 * 4 * 16 * 3 * 3 - 4 * 16 * 3 * 9,
+      "weight_reads_mid": 0, "weight_reads_far": 4 * 16 * 3 * 9, "input_read": 4 * 2 * 3 * 9 * 20,
+      "input_rereads_near": 0, "output_rereads_near": 0}),
+    # 3x3 over 256 -> 512 channels, 3 images: the weights (4.5 MiB) come from memory for the first image and from
+    # the shared cache for the next two; each image's 3 output rows read 2 + 3 + 2 kernel rows
+    ((3, 256, 3, 3), (512, 256, 3, 3), [1, 1, 1, 1], [1, 1],
+     {"weight_reads_near": (21 - 9) * 4 * 512 * 256 * 3, "weight_reads_mid": 2 * 4 * 512 * 256 * 9,
+      "weight_reads_far": 4 * 512 * 256 * 9}),
+    # a pointwise conv at stride 1 sums 128 input channels per pass over the output (512 channels: 3 passes back);
+    # at stride 2 it finishes one output row at a time
+    ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [1, 1], {"output_rereads_near": 3 * 4 * 64 * 8 * 8}),
+    ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [2, 2], {"output_rereads_near": 0}),
 ])
 def test_kernel_steps_follow_mlas_blocked_kernel(x, w, pads, strides, expected):
     features = extract(_nchwc_conv(x, w, pads, strides)).features
     assert {name: features[name] for name in expected} == expected
 
 
-def test_a_grouped_convs_filter_set_stays_in_its_group():
-    # 16 groups of 32 output channels over 512 input channels each: a set is 2 blocks of one group,
-    # 32 x 512 x 9 x 4 B = 576 KiB (near), not 64 channels across two groups (1.125 MiB); the 3 output rows
-    # read 2 + 3 + 2 kernel rows of every group's weights
+def test_a_grouped_convs_filter_sets_and_input_stay_in_its_group():
+    # 16 groups of 32 output channels over 512 input channels each: one filter set per group (2 blocks), so no
+    # group reads its input twice; every group's 32 input blocks but the first read its 32 outputs back
     features = extract(_nchwc_conv((1, 8192, 3, 3), (512, 512, 3, 3), [1, 1, 1, 1], [1, 1], group=16)).features
-    assert (features["weight_reads_near"], features["weight_reads_mid"]) == (7 * 4 * 512 * 512 * 3, 0)
+    assert features["input_read"] == 4 * 8192 * 3 * 3
+    assert features["input_rereads_near"] + features["input_rereads_mid"] + features["input_rereads_far"] == 0
+    assert features["output_rereads_near"] == 31 * 4 * 512 * 3 * 3
+    assert (features["weight_reads_near"], features["weight_reads_far"]) == ((7 - 3) * 4 * 512 * 512 * 3,
+                                                                              4 * 512 * 512 * 9)
+
+

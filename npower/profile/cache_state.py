@@ -50,9 +50,26 @@ def last_level_cache_bytes(cpu: str = "/sys/devices/system/cpu/cpu0") -> int:
 
 def reads_weight_matrix(kernel: Node) -> bool:
     """Does the kernel read a constant with two or more dimensions above 1 (a filter bank or weight
-    matrix, as opposed to a bias, a norm's scale or a per-channel constant)?"""
-    return any(t is not None and t.is_weight and t.shape is not None
-               and sum(isinstance(d, int) and d > 1 for d in t.shape) >= 2 for t in kernel.inputs)
+    matrix, as opposed to a bias, a norm's scale or a per-channel constant), or an ungrouped conv's filters?"""
+    weights = [t.shape for t in kernel.inputs if t is not None and t.is_weight and t.shape is not None]
+    return _weight_matrix(kernel.op_type, int(kernel.attrs.get("group", 1)), weights)
+
+
+def _weight_matrix(op: str, groups: int, weight_shapes: list) -> bool:
+    """`reads_weight_matrix` from the op, its group count and its weights' shapes. An ungrouped conv's filters
+    are a filter bank even where only one dimension exceeds 1: [C, 1, 1, 1] maps one input channel to C."""
+    return any(sum(isinstance(d, int) and d > 1 for d in shape) >= 2 or (op == "Conv" and groups == 1 and len(shape) > 2)
+               for shape in weight_shapes)
+
+
+def _chosen_state(row: dict) -> str | None:
+    """The state a row's kernel takes its time from by today's rule (`reads_weight_matrix`); rows profiled before
+    ungrouped 1x1 convs over one channel counted as reading a filter bank were timed hot, and recorded both."""
+    config = row.get("config") or {}
+    weights = [t["shape"] for t in config.get("inputs", []) if isinstance(t, dict) and t.get("weight")]
+    if config.get("op") == "Conv" and _weight_matrix("Conv", int(config.get("attrs", {}).get("group", 1)), weights):
+        return "evicted"
+    return row.get("cache_state")
 
 
 BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
@@ -60,17 +77,16 @@ BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
 
 def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
     """A sample's median ms in the state its kernel meets inside a network, each state's time less
-    `overhead_ms` (kept to at least a tenth of it): the state the profiler chose, or for a depthwise conv it
-    timed from the evicted state the geometric mean of the evicted and hot states (a 1x1 depthwise conv,
+    `overhead_ms` (kept to at least a tenth of it): the state `reads_weight_matrix` picks, or for a depthwise conv
+    timed from the evicted state, the geometric mean of the evicted and hot states (a 1x1 depthwise conv,
     such as a BatchNormalization or a per-channel Mul in the blocked layout, reads no weight matrix: hot)."""
     def less_overhead(ms: float) -> float:
         return max(ms - overhead_ms, 0.1 * ms)
-    states = row.get("states")
-    if row.get("kind") in BETWEEN_STATES_KINDS and row.get("cache_state") == "evicted" and states \
-            and {"evicted", "hot"} <= states.keys():
+    states, chosen = row.get("states") or {}, _chosen_state(row)
+    if row.get("kind") in BETWEEN_STATES_KINDS and chosen == "evicted" and {"evicted", "hot"} <= states.keys():
         return math.sqrt(less_overhead(float(states["evicted"]["median_ms"]))
                          * less_overhead(float(states["hot"]["median_ms"])))
-    return less_overhead(float(row["median_ms"]))
+    return less_overhead(float(states[chosen]["median_ms"] if chosen in states else row["median_ms"]))
 
 
 class InNetworkCacheState:
