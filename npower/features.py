@@ -125,13 +125,15 @@ def _conv(node: Node) -> LayerFeatures:
     features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window,
                 "depthwise": int(depthwise), "pointwise": int(pointwise),
                 **_conv_as_gemm(x, w, y, groups, direct, strided)}
-    return LayerFeatures(_conv_kind(direct and groups == 1, depthwise), _floats(features), _specials(node, macs))
+    return LayerFeatures(_conv_kind(direct and groups == 1 and len(x) > 3, depthwise), _floats(features),
+                         _specials(node, macs))
 
 
 def _conv_kind(direct_gemm: bool, depthwise: bool) -> str:
     """CPU runtimes run convolutions with different algorithms, each with its own cost model:
-    1x1/stride 1/no pad as one GEMM per image (conv_1x1), depthwise with their own kernels
-    (conv_dw), everything else through im2col + GEMM (conv)."""
+    2-D and 3-D 1x1/stride 1/no pad as one GEMM per image (conv_1x1), depthwise with their own kernels
+    (conv_dw), everything else (1-D convs included, which onnxruntime runs outside MLAS's conv with a
+    setup cost of their own) through im2col + GEMM (conv)."""
     return "conv_1x1" if direct_gemm else "conv_dw" if depthwise else "conv"
 
 

@@ -80,7 +80,8 @@ def test_conv1d_and_conv3d():
     ([2, 8, 16, 16], [8, 1, 1, 1], {"group": 8}, "conv_dw", 0, 0, 0),                  # 1x1: a direct GEMM
     ([1, 8, 16, 16], [8, 1, 1, 1], {"group": 8, "strides": [2, 2]}, "conv_dw", 0, 8 * 64, 8 * 64),  # no setup
     ([1, 8, 20], [8, 1, 1], {"group": 8}, "conv_dw", 1, 0, 0),                         # 1-D: outside MLAS
-    ([1, 8, 20], [4, 8, 1], {}, "conv_1x1", 1, 0, 0),
+    ([1, 8, 20], [4, 8, 1], {}, "conv", 1, 0, 0),                              # 1-D 1x1: outside MLAS too
+    ([2, 8, 5, 5], [4, 8, 1, 1], {}, "conv_1x1", 0, 0, 0),                     # 2-D 1x1: a GEMM per image
     ([1, 4, 6, 8, 8], [2, 4, 3, 3, 3], {"strides": [1, 1, 2]}, "conv", 1, 4 * 27 * 4 * 6 * 3, 4 * 27 * 4 * 6 * 3),
 ])
 def test_plain_conv_window_setup_and_strided_gather(x, w, attrs, kind, setup, im2col, strided):

@@ -30,6 +30,8 @@ from npower.graph import Node, load_graph
 from npower.kernel_map import kernel_nodes
 from npower.profile.backends import KernelProfile, KernelTime
 from npower.profile.cache_state import InNetworkCacheState
+from npower.profile import plan
+from npower.profile.build import build_model
 from npower.profile.ort_trace import costed_kernels, op_name
 from npower.runtimes import RULE_SETS
 
@@ -301,3 +303,13 @@ def test_a_grouped_convs_filter_sets_and_input_stay_in_its_group():
                                                                               4 * 512 * 512 * 9)
 
 
+
+
+@pytest.mark.parametrize("draw, plain_kind", [("odd_pointwise", "conv_1x1"), ("odd_conv", "conv")])
+def test_odd_channel_draws_are_convs_the_default_level_leaves_plain(draw, plain_kind):
+    configs = [config for kind, config in plan.generate([draw], scale=0.2, seed=1)]
+    assert len(configs) == 20
+    for config in configs:
+        kernels = [k for k in costed_kernels(load_graph(build_model(config, values=False)), ALL)
+                   if extract(k).kind != "free"]
+        assert [extract(k).kind for k in kernels] == [plain_kind], config

@@ -109,6 +109,29 @@ def _blocked_depthwise(s: Sampler) -> Config:
     return _depthwise(s, 16 * s.log_int(1, 120), [0.7, 0.25, 0.05], 16)
 
 
+def _odd_channels_conv(s: Sampler, kernel: int, stride: int) -> Config:
+    """A "same"-padded ungrouped 2-D conv over more than 16 input channels, not a multiple of 4 (NASNet's 42 or
+    66, a concat of odd widths): onnxruntime's NCHWc layout pads a blocked input only from a multiple of 4
+    (`ort_layout.PADDABLE`), so it leaves this conv plain at every level."""
+    cin, cout = 4 * s.log_int(5, 512) + int(s.rng.integers(1, 4)), s.channels()
+    size = max(s.spatial(1, 224), kernel)
+    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": [kernel // 2] * 4, "group": 1,
+             "dilations": [1, 1]}
+    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(32), cin, size, size]),
+                                                     _tensor([cout, cin, kernel, kernel], True), _tensor([cout], True)]}
+
+
+def _odd_pointwise(s: Sampler) -> Config:
+    """A 1x1 conv at stride 1 over odd input channels: one GEMM per image (`conv_1x1`), which the general conv
+    draw reaches rarely."""
+    return _odd_channels_conv(s, 1, 1)
+
+
+def _odd_conv(s: Sampler) -> Config:
+    """A 3x3, 5x5 or 7x7 conv at stride 1 or 2 over odd input channels: im2col + GEMM (`conv`)."""
+    return _odd_channels_conv(s, s.choice([3, 5, 7], [0.7, 0.2, 0.1]), s.choice([1, 2], [0.7, 0.3]))
+
+
 def _gemm(s: Sampler) -> Config:
     m = s.batch(1024)
     k, n = s.common_or_log([256, 512, 1000, 1024, 2048, 4096, 9216, 25088], 10, 25088, 0.5), \
@@ -331,6 +354,8 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "transformer_gemm": (_transformer_gemm, 100),
     "odd_depthwise": (_odd_depthwise, 80),
     "blocked_depthwise": (_blocked_depthwise, 100),
+    "odd_pointwise": (_odd_pointwise, 100),
+    "odd_conv": (_odd_conv, 100),
 }
 
 
