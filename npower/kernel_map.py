@@ -2,7 +2,9 @@
 
 The runtime renames what it fuses and adds kernels of its own (the Reshapes around a 3-D Gemm). A kernel
 runs the work of the node it is named after (onnxruntime keeps the name, or prefixes it: `fused gemm_29`,
-`matmul_11/MatMulAddFusion`, suffixes it: `relu_8_nchwc`, `batchnormalization_14_bn_nchwc`); failing that,
+suffixes it: `matmul_11/MatMulAddFusion`; node names may hold slashes themselves, as Keras's
+`model/block_1/conv`), or after the tensor it writes (NCHWc kernels: `relu_8_nchwc`,
+`batchnormalization_14_bn_nchwc`); failing that,
 of the node that wrote the original tensor it writes (the `Gelu_token_210` kernel writes the last Mul's
 output); failing that, it belongs with the kernels that read what it writes. An NCHWc reorder belongs to the
 reorder row npower adds for the plain tensor it reads or writes.
@@ -34,10 +36,13 @@ def kernel_nodes(profile: KernelProfile, graph: Graph) -> dict[str, str]:
         if kernel.op_type in ("ReorderInput", "ReorderOutput"):  # NCHWc layout: the reorder row npower adds
             plain = kernel.inputs if kernel.op_type == "ReorderInput" else kernel.outputs
             return reorder_name(kernel.op_type, plain[0])
-        named = kernel.name.removeprefix("fused ").split("/")[0]
-        for candidate in (named, named.removesuffix("_nchwc"), named.removesuffix("_bn_nchwc")):  # NCHWc renames
-            if candidate in names:
-                return candidate
+        parts = kernel.name.removeprefix("fused ").split("/")
+        for named in ("/".join(parts[:end]) for end in range(len(parts), 0, -1)):  # longest first: Keras names
+            for candidate in (named, named.removesuffix("_nchwc"), named.removesuffix("_bn_nchwc")):  # NCHWc
+                if candidate in names:
+                    return candidate
+                if candidate in producer:  # an NCHWc kernel is named after the tensor it writes
+                    return producer[candidate]
         written = [producer[t] for t in kernel.outputs if t in producer]
         if written:
             return written[0]

@@ -90,6 +90,21 @@ def test_zoo_kernels_at_level_all_are_onnxruntimes(name):
     model = zoo.build(name, weights=True)
     executed = executed_graph(model)
     assert npower_signatures(model) == onnxruntime_signatures(executed)
+    assert_kernels_map_to_costed_rows(model, executed)
+
+
+@needs_ort
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_kernels_of_nodes_named_with_slashes_map_to_their_rows(name):
+    """Keras and TF exports name nodes like `model/block_1/conv`: a blocked conv's kernel keeps that name, and
+    must not fall through to the reorder that reads its output."""
+    model = zoo.build(name, weights=True)
+    for node in model.graph.node:
+        node.name = f"{name}/block/{node.name}/op"
+    assert_kernels_map_to_costed_rows(model, executed_graph(model))
+
+
+def assert_kernels_map_to_costed_rows(model: onnx.ModelProto, executed: onnx.GraphProto) -> None:
     graph = load_graph(model)
     costed = {k.name for k in costed_kernels(graph, ALL) if extract(k).kind != "free"}
     ran = [n for n in executed.node if n.op_type not in VIEW_OPS]
