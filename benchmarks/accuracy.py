@@ -1,7 +1,7 @@
 """Whole-network accuracy benchmark: measured vs npower (with and without fusion awareness) vs Paleo.
 
 Every zoo network, at batch 1 and a larger batch, runs for real on the pack's device with the
-pack's runtime settings. None of these networks is in the pack's fitting data (the profiler
+pack's runtime settings; the device's compute and memory speed are measured first against the pack's. None of these networks is in the pack's fitting data (the profiler
 samples random single layers). Prints a Markdown table plus means and +/-10 % counts.
 Run: python benchmarks/accuracy.py --gpu PACK [--batches 1 4] [--runs 20] [--networks a b]
 """
@@ -18,7 +18,8 @@ from npower import zoo
 from npower.graph import load_graph
 from npower.pack import find_pack
 from npower.predict import predict
-from npower.validate import accuracy, backend_for, load_network, measure_network, mismatch_warnings, paleo_ms
+from npower.validate import (accuracy, backend_for, format_machine_state, load_network, machine_state, measure_network,
+                             mismatch_warnings, paleo_ms)
 
 
 def main() -> None:
@@ -36,6 +37,9 @@ def main() -> None:
     print(f"# {dt.date.today()} | {backend.device_info()['name']} | onnxruntime {runtime['version']} "
           f"{runtime['execution_provider']} x{runtime['intra_op_threads']} ({runtime['graph_optimization']}) | "
           f"pack {pack.name} | Python {platform.python_version()} | median of >= {args.runs} runs\n")
+    state = machine_state(pack, backend)
+    if state is not None:
+        print(f"{format_machine_state(state, pack)}\n")
     print("| network | batch | measured ms | npower ms | acc | npower no-fusion ms | acc | Paleo ms | acc |")
     print("|---|---|---|---|---|---|---|---|---|")
     acc = {"npower": [], "nofusion": [], "paleo": []}

@@ -115,6 +115,25 @@ def mismatch_warnings(pack: Pack, backend: Backend) -> list[str]:
     return warnings
 
 
+def machine_state(pack: Pack, backend: Backend) -> dict[str, float] | None:
+    """The device's compute and memory speed now, measured as the profiler measured the pack's (a 1024^3 MatMul, a
+    128 MiB streaming Add), with the ratios to the pack's: a machine that drifted since it was profiled runs every
+    network slower or faster by about as much. None where the pack has no measured peaks."""
+    if not pack.peak_gflops or not pack.bandwidth_gbs:
+        return None
+    from .profile.runner import measure_peaks
+    now = measure_peaks(backend)
+    return {"peak_gflops": now["peak_gflops"], "bandwidth_gbs": now["bandwidth_gbs"],
+            "compute_ratio": round(now["peak_gflops"] / pack.peak_gflops, 3),
+            "memory_ratio": round(now["bandwidth_gbs"] / pack.bandwidth_gbs, 3)}
+
+
+def format_machine_state(state: dict[str, float], pack: Pack) -> str:
+    return (f"machine now: {state['peak_gflops']:.0f} GFLOP/s and {state['bandwidth_gbs']:.1f} GB/s, "
+            f"{state['compute_ratio'] - 1:+.0%} and {state['memory_ratio'] - 1:+.0%} against the pack's "
+            f"{pack.peak_gflops:.0f} GFLOP/s and {pack.bandwidth_gbs:.1f} GB/s")
+
+
 def paleo_ms(graph, pack: Pack) -> float | None:
     """Paleo baseline: FLOPs/(peak*ppp_c) + bytes/(bandwidth*ppp_m) for every costed node, no fusion."""
     if not pack.peak_gflops or not pack.bandwidth_gbs:
@@ -239,6 +258,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     backend = backend_for(pack, args.runs)
     for warning in mismatch_warnings(pack, backend):
         print(f"warning: {warning}", file=sys.stderr)
+    state = machine_state(pack, backend)
+    if state is not None:
+        print(f"note: {format_machine_state(state, pack)}", file=sys.stderr)
     results = []
     for spec in args.models:
         try:
@@ -261,13 +283,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             handle.write(text + "\n")
     print(text)
     if args.record and good and pack.path is not None:
-        record_validation(pack, good, backend)
+        record_validation(pack, good, backend, state)
         print(f"recorded validation in {pack.path}", file=sys.stderr)
     return 0 if good else 2
 
 
-def record_validation(pack: Pack, results: list[NetworkResult], backend: Backend) -> None:
-    """Write the validation figures into the pack's provenance and save it."""
+def record_validation(pack: Pack, results: list[NetworkResult], backend: Backend,
+                      state: dict[str, float] | None = None) -> None:
+    """Write the validation figures (and the machine's speed against the pack's, when measured) into the pack's
+    provenance and save it."""
     pack.provenance["validation"] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "runtime": backend.runtime_info(),
@@ -277,4 +301,6 @@ def record_validation(pack: Pack, results: list[NetworkResult], backend: Backend
                               "accuracy": round(r.accuracy, 4),
                               "paleo_ms": None if r.paleo_ms is None else round(r.paleo_ms, 4)} for r in results},
     }
+    if state is not None:
+        pack.provenance["validation"]["machine_state"] = state
     pack.save(pack.path)

@@ -14,6 +14,7 @@ from npower import zoo
 from npower.cli import main
 from npower.graph import load_graph
 from npower.kernel_map import RUNTIME_ROW
+from npower.pack import load_pack
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy
 from npower.validate import TOKEN_IDS, accuracy, profile_layers, random_feeds
@@ -60,9 +61,15 @@ def test_validate_measures_reports_and_goes_on_after_a_failure(tmp_path, cpu_pac
 def test_paleo_predictor_and_record(tmp_path, cpu_pack, capsys):
     assert main(["validate", "zoo:squeezenet", "--gpu", str(cpu_pack), "--runs", "3", "--predictor", "paleo",
                  "--record"]) == 0
-    assert "mean runtime accuracy" in capsys.readouterr().out
-    recorded = cpu_pack.read_text()
-    assert "validation:" in recorded and "squeezenet@b1" in recorded
+    out, err = capsys.readouterr()
+    assert "mean runtime accuracy" in out
+    assert "note: machine now:" in err and "against the pack's" in err  # the device's speed against the pack's
+    recorded = load_pack(cpu_pack).provenance["validation"]
+    assert "squeezenet@b1" in recorded["networks"]
+    state = recorded["machine_state"]
+    pack = load_pack(cpu_pack)
+    assert state["compute_ratio"] == pytest.approx(state["peak_gflops"] / pack.peak_gflops, abs=1e-3)
+    assert state["memory_ratio"] == pytest.approx(state["bandwidth_gbs"] / pack.bandwidth_gbs, abs=1e-3)
 
 
 def test_all_models_failing_is_exit_2(tmp_path, cpu_pack):
