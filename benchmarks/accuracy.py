@@ -1,7 +1,8 @@
 """Whole-network accuracy benchmark: measured vs npower (with and without fusion awareness) vs Paleo.
 
 Every zoo network, at batch 1 and a larger batch, runs for real on the pack's device with the
-pack's runtime settings; the device's compute and memory speed are measured first against the pack's. None of these networks is in the pack's fitting data (the profiler
+pack's runtime settings; the device's compute and memory speed are measured first, against the
+pack's. None of these networks is in the pack's fitting data (the profiler
 samples random single layers). Prints a Markdown table plus means and +/-10 % counts.
 Run: python benchmarks/accuracy.py --gpu PACK [--batches 1 4] [--runs 20] [--networks a b]
 """

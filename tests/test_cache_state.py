@@ -61,6 +61,7 @@ def _kernel(op: str, *weights: tuple, group: int = 1) -> Node:
     (_kernel("Conv", (64, 64, 1, 1), (64,)), True),          # a 1x1 filter bank
     (_kernel("Conv", (64, 1, 3, 3), group=64), True),        # depthwise
     (_kernel("Conv", (16, 1, 1, 1)), True),                  # one channel to 16: a filter bank
+    (_kernel("FusedConv", (16, 1, 1, 1)), True),             # the same, with its activation fused
     (_kernel("Conv", (64, 1, 1, 1), group=64), False),       # a BatchNormalization as a 1x1 depthwise conv
     (_kernel("MatMul", (768, 3072)), True),
     (_kernel("LayerNormalization", (64,), (64,)), False),    # scale and shift only

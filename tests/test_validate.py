@@ -17,7 +17,7 @@ from npower.kernel_map import RUNTIME_ROW
 from npower.pack import load_pack
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.validate import TOKEN_IDS, accuracy, profile_layers, random_feeds
+from npower.validate import TOKEN_IDS, accuracy, machine_state, profile_layers, random_feeds
 
 from conftest import linear_pack
 
@@ -28,6 +28,7 @@ pytest.importorskip("onnxruntime")
 def cpu_pack(tmp_path):
     pack = linear_pack("cpu-test")
     pack.runtime = dataclasses.replace(pack.runtime, version="0.0-other", optimization="extended")
+    pack.device["peak_method"] = "MatMul 1024x1024x1024 fp32; bandwidth: Add-scalar over 128 MiB (read + write)"
     path = pack.save(tmp_path / "cpu-test.yaml")
     return path
 
@@ -70,6 +71,11 @@ def test_paleo_predictor_and_record(tmp_path, cpu_pack, capsys):
     pack = load_pack(cpu_pack)
     assert state["compute_ratio"] == pytest.approx(state["peak_gflops"] / pack.peak_gflops, abs=1e-3)
     assert state["memory_ratio"] == pytest.approx(state["bandwidth_gbs"] / pack.bandwidth_gbs, abs=1e-3)
+
+
+def test_no_machine_speed_against_peaks_the_pack_did_not_measure():
+    # a GPU pack's peaks are spec-sheet or vendor figures: a 1024^3 MatMul cannot be held against them
+    assert machine_state(linear_pack("gpu-spec"), backend=None) is None
 
 
 def test_all_models_failing_is_exit_2(tmp_path, cpu_pack):

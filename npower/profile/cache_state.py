@@ -58,7 +58,8 @@ def reads_weight_matrix(kernel: Node) -> bool:
 def _weight_matrix(op: str, groups: int, weight_shapes: list) -> bool:
     """`reads_weight_matrix` from the op, its group count and its weights' shapes. An ungrouped conv's filters
     are a filter bank even where only one dimension exceeds 1: [C, 1, 1, 1] maps one input channel to C."""
-    return any(sum(isinstance(d, int) and d > 1 for d in shape) >= 2 or (op == "Conv" and groups == 1 and len(shape) > 2)
+    filter_bank = op in ("Conv", "FusedConv") and groups == 1
+    return any(sum(isinstance(d, int) and d > 1 for d in shape) >= 2 or (filter_bank and len(shape) > 2)
                for shape in weight_shapes)
 
 
