@@ -47,6 +47,9 @@ _IM2COL_FEATURES = ["im2col_strided", "window_setup"]
 # MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
 _MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
     [f"{name}_{band}" for name in TRAFFIC for band, _ in BANDS] + ["input_read"]
+# where the input's first read comes from: the pointwise kernel, a few multiply-adds per input byte, streams it
+_FIRST_READS = [f"input_read_{band}" for band, _ in BANDS]
+_NCHWC_FEATURES = ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES
 _GEMM_FEATURES = ["batch", "m", "k", "n", "has_bias", "b_is_weight", "total_bytes"]
 FIT_FEATURES = {
     "conv": _CONV_FEATURES + _IM2COL_FEATURES + device_feature_names("conv"),
@@ -56,8 +59,8 @@ FIT_FEATURES = {
     # depthwise: MACs are the column elements times the channel multiplier (nearly always 1; direct 1x1
     # aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
-    **dict.fromkeys(("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw"),
-                    ["valid_macs", "weight_touched", "row_calls", "out_w"] + _MLAS_FEATURES + _CONV_FEATURES),
+    **dict.fromkeys(("nchwc_conv", "nchwc_conv_dw", "nchwc_conv_nchw"), _NCHWC_FEATURES),
+    "nchwc_conv_1x1": _NCHWC_FEATURES + _FIRST_READS,
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -71,7 +74,7 @@ SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_ele
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
 WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs",
-                                *_MLAS_FEATURES)
+                                *_MLAS_FEATURES, *_FIRST_READS)
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)
 

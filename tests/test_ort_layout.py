@@ -301,6 +301,11 @@ def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, 
     # at stride 2 it finishes one output row at a time
     ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [1, 1], {"output_rereads_near": 3 * 4 * 64 * 8 * 8}),
     ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [2, 2], {"output_rereads_near": 0}),
+    # the first read of the input, by where one image's input fits: 6.4 MB in L3, 128 KB in L2
+    ((2, 512, 56, 56), (16, 512, 1, 1), [0, 0, 0, 0], [1, 1],
+     {"input_read_near": 0, "input_read_mid": 2 * 4 * 512 * 56 * 56, "input_read_far": 0}),
+    ((3, 512, 8, 8), (16, 512, 1, 1), [0, 0, 0, 0], [1, 1],
+     {"input_read_near": 3 * 4 * 512 * 8 * 8, "input_read_mid": 0, "input_read_far": 0}),
 ])
 def test_kernel_steps_follow_mlas_blocked_kernel(x, w, pads, strides, expected):
     features = extract(_nchwc_conv(x, w, pads, strides)).features
@@ -318,6 +323,22 @@ def test_a_grouped_convs_filter_sets_and_input_stay_in_its_group():
                                                                               4 * 512 * 512 * 9)
 
 
+
+
+@pytest.mark.parametrize("draw, blocked_kind", [("narrow_pointwise", "nchwc_conv_1x1"),
+                                                ("wide_depthwise", "nchwc_conv_dw")])
+def test_narrow_pointwise_and_wide_depthwise_draws_are_the_blocked_kinds_they_cover(draw, blocked_kind):
+    configs = [config for kind, config in plan.generate([draw], scale=0.2, seed=1)]
+    assert len(configs) in (12, 20)
+    for config in configs:
+        kernels = [extract(k) for k in costed_kernels(load_graph(build_model(config, values=False)), ALL)
+                   if extract(k).kind not in ("free", "reorder_input", "reorder_output")]
+        assert [k.kind for k in kernels] == [blocked_kind], config
+        w = config["inputs"][1]["shape"]
+        if draw == "narrow_pointwise":  # few output blocks: at most 160 channels (sets of 4 + 4 + 2 blocks)
+            assert w[0] <= 160 and w[1] % 16 == 0
+        else:
+            assert w[2] in (5, 7)
 
 
 @pytest.mark.parametrize("draw, plain_kind", [("odd_pointwise", "conv_1x1"), ("odd_conv", "conv")])

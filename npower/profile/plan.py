@@ -86,9 +86,10 @@ def _conv(s: Sampler, transpose: bool = False) -> Config:
     return {"op": "ConvTranspose" if transpose else "Conv", "attrs": attrs, "inputs": inputs}
 
 
-def _depthwise(s: Sampler, channels: int, kernel_weights: list[float], batch_high: int) -> Config:
+def _depthwise(s: Sampler, channels: int, kernel_weights: list[float], batch_high: int,
+               stride_weights: tuple[float, float] = (0.7, 0.3)) -> Config:
     """A 2-D "same"-padded depthwise conv over `channels`: kernel 3, 5 or 7, stride 1 or 2."""
-    k, stride = s.choice([3, 5, 7], kernel_weights), s.choice([1, 2], [0.7, 0.3])
+    k, stride = s.choice([3, 5, 7], kernel_weights), s.choice([1, 2], list(stride_weights))
     size = max(s.spatial(4, 224), k)
     attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [k // 2] * 4, "group": channels,
              "dilations": [1, 1]}
@@ -107,6 +108,24 @@ def _blocked_depthwise(s: Sampler) -> Config:
     runs it as its NCHWc depthwise kernel (`nchwc_conv_dw`), which the general conv draw reaches rarely
     and mostly at shapes no network has."""
     return _depthwise(s, 16 * s.log_int(1, 120), [0.7, 0.25, 0.05], 16)
+
+
+def _wide_depthwise(s: Sampler) -> Config:
+    """A 5x5 or 7x7 depthwise conv over a multiple of 16 channels, at stride 1 or 2 alike (EfficientNet's and
+    MnasNet's 5x5 stride-2 stages, NASNet's 7x7 ones): the blocked depthwise draw has them rarely."""
+    return _depthwise(s, 16 * s.log_int(1, 120), [0.0, 0.5, 0.5], 16, stride_weights=(0.5, 0.5))
+
+
+def _narrow_pointwise(s: Sampler) -> Config:
+    """A blocked 1x1 conv (input channels a multiple of 16) to few output channels, 8 to 160 (MobileNet's
+    and EfficientNet's projections to 16, 24, 40, 80 or 96): MLAS computes such outputs in filter sets of
+    fewer than 4 blocks, which run at another rate per multiply-add and the general conv draw has rarely."""
+    cin, cout = 16 * s.log_int(1, 64), 8 * s.log_int(1, 20)
+    size, stride = s.spatial(2, 128), s.choice([1, 2], [0.8, 0.2])
+    attrs = {"kernel_shape": [1, 1], "strides": [stride, stride], "pads": [0, 0, 0, 0], "group": 1,
+             "dilations": [1, 1]}
+    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(16), cin, size, size]),
+                                                     _tensor([cout, cin, 1, 1], True), _tensor([cout], True)]}
 
 
 def _odd_channels_conv(s: Sampler, kernel: int, stride: int) -> Config:
@@ -356,6 +375,8 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "blocked_depthwise": (_blocked_depthwise, 100),
     "odd_pointwise": (_odd_pointwise, 100),
     "odd_conv": (_odd_conv, 100),
+    "narrow_pointwise": (_narrow_pointwise, 100),
+    "wide_depthwise": (_wide_depthwise, 60),
 }
 
 
