@@ -11,8 +11,11 @@ against the same times, per kind:
   every layer alike, so the spread is what a change of model changes.
 - RMSPE, and the error of the kind's total time.
 
-None of these layers is in the packs' fitting data (the plan draws random layers).
+None of these layers is in the packs' fitting data (the plan draws random layers). An existing `--samples` file
+is resumed (layers already timed are kept), so a run can be stopped and continued, and packs fitted later can be
+scored against the same times.
 Run: python benchmarks/network_layers.py --packs PACK [PACK ...] [--samples FILE] [--models ONNX ...]
+     [--batches 1 4]
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ import onnx
 
 from npower import zoo
 from npower.cli import main as npower_main
-from npower.device_features import derive as derive_device_features
+from npower.errors import NpowerError
 from npower.fit import current_layer
 from npower.pack import Pack, find_pack
+from npower.predict import model_columns
 from npower.profile.cache_state import in_network_ms
 from npower.profile.store import read_samples
 
@@ -39,13 +43,17 @@ MIN_LAYERS = 5
 
 
 def profile_layers(samples: Path, pack: Pack, models: list[str], batches: list[int]) -> None:
-    """Time every layer of the zoo networks (at `batches`) and of `models`, with the pack's runtime settings."""
+    """Time every layer of the zoo networks (at `batches`) and of `models`, with the pack's runtime settings (a
+    sample file that exists is resumed)."""
+    if pack.runtime.name != "onnxruntime":
+        raise NpowerError(f"pack '{pack.name}' models {pack.runtime.name}: this benchmark times layers with "
+                          "onnxruntime")
     with tempfile.TemporaryDirectory(prefix="npower-layers-") as folder:
         paths = []
         for name in zoo.NETWORKS:
             for batch in batches:
                 path = Path(folder) / f"{name}_b{batch}.onnx"
-                onnx.save(zoo.build(name, batch=batch), str(path))
+                onnx.save(zoo.build(name, batch=batch, weights=False), str(path))
                 paths.append(str(path))
         code = npower_main(["profile", "-o", str(samples), "--device", pack.runtime.device or "cpu",
                             "--threads", str(pack.runtime.threads or 1), "--optimization",
@@ -71,20 +79,29 @@ def measured_layers(samples: Path) -> dict[str, list[tuple[dict[str, float], flo
     return by_kind
 
 
-def score(pack: Pack, kind: str, layers: list[tuple[dict[str, float], float]]) -> str:
-    """Bias, spread, RMSPE and total-time error of the pack's model of `kind` on the layers."""
-    models = pack.models.get(kind)
-    if models is None:
-        return f"{'no model':>30s}"
-    measured = np.array([ms for _, ms in layers])
-    columns = {name: np.array([values[name] for values, _ in layers]) for name in layers[0][0]}
-    columns.update(derive_device_features(kind, columns, pack.device))
-    predicted = np.broadcast_to(models.runtime.predict(columns), measured.shape)
+def statistics(predicted: np.ndarray, measured: np.ndarray) -> tuple[float, float, float, float]:
+    """(bias, spread %, RMSPE %, total-time error %) of predictions against measurements."""
     logs = np.log(predicted / measured)
     spread = (math.exp(float(np.sqrt(np.mean((logs - logs.mean()) ** 2)))) - 1) * 100
     rmspe = float(np.sqrt(np.mean(((predicted - measured) / measured) ** 2))) * 100
-    total = (predicted.sum() - measured.sum()) / measured.sum() * 100
-    return f"{math.exp(logs.mean()):6.3f} {spread:6.1f}% {rmspe:6.1f}% {total:+6.1f}%"
+    return math.exp(float(logs.mean())), spread, rmspe, (predicted.sum() - measured.sum()) / measured.sum() * 100
+
+
+def score(pack: Pack, kind: str, layers: list[tuple[dict[str, float], float]]) -> str:
+    """The pack's model of `kind` on the layers, as a table cell."""
+    if kind not in pack.models:
+        return f"{'no model':>30s}"
+    measured = np.array([ms for _, ms in layers])
+    predicted = np.broadcast_to(pack.models[kind].runtime.predict(model_columns(pack, kind, [v for v, _ in layers])),
+                                measured.shape)
+    bias, spread, rmspe, total = statistics(predicted, measured)
+    return f"{bias:6.3f} {spread:6.1f}% {rmspe:6.1f}% {total:+6.1f}%"
+
+
+def label(name: str) -> str:
+    """A pack argument as a column title: the name, or a YAML file's name without its extension."""
+    path = Path(name)
+    return (path.stem if path.suffix in (".yaml", ".yml") else name)[-30:]
 
 
 def main() -> None:
@@ -94,17 +111,15 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, help="sample file of the layers: reused if it exists, else "
                                                      "written (default: a temporary file)")
     parser.add_argument("--models", nargs="*", default=[], help="ONNX files whose layers are timed too")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes of the zoo networks")
     args = parser.parse_args()
     packs = [find_pack(name) for name in args.packs]
     with tempfile.TemporaryDirectory(prefix="npower-layers-") as folder:
         samples = args.samples or Path(folder) / "layers.samples.jsonl"
-        if not samples.exists():
-            profile_layers(samples, packs[0], args.models, args.batches)
+        profile_layers(samples, packs[0], args.models, args.batches)
         by_kind = measured_layers(samples)
-    print(f"layers: {samples}\n")
-    print(f"{'kind':16s} {'layers':>6s} {'measured ms':>11s}" + "".join(f" | {Path(name).stem[-30:]:30s}"
-                                                                   for name in args.packs))
+        print(f"layers: {samples}" + ("" if args.samples else " (temporary: --samples keeps it)") + "\n")
+    print(f"{'kind':16s} {'layers':>6s} {'measured ms':>11s}" + "".join(f" | {label(name):30s}" for name in args.packs))
     print(f"{'':16s} {'':6s} {'':11s}" + f" | {'bias':>6s} {'spread':>7s} {'RMSPE':>7s} {'total':>7s}" * len(packs))
     for kind in sorted(by_kind):
         layers = by_kind[kind]

@@ -138,8 +138,9 @@ def memory_traffic(node: Node, groups: int, rows: int) -> dict[str, float]:
     - weight_reads: a (filter set, input block) block of weights is read for every output row and kernel row
       (`rows`). An image's first read of each comes from where the whole (touched) weights fit, the first image's
       from memory (other layers evicted them since the last inference); the re-reads from a core's cache;
-    - input_read: the input rows the kernel reads once (`input_read_<band>`: the same, by where one image's input of
-      a group fits); input_rereads: every further filter set of a group reads the image's input again (same band);
+    - input_read: the input rows the kernel reads once (`input_read_<band>`: the same, by where the whole input fits:
+      the layer before wrote all of it); input_rereads: every further filter set of a group reads the image's input
+      again (band: one image's input of a group);
     - output_rereads: every input pass after the first reads the set's output back (band: one image's output of
       a set): a pass is an input block, or for the pointwise kernel at stride 1 up to 128 input channels (at a
       larger stride it finishes one output row at a time, in cache)."""
@@ -161,9 +162,10 @@ def memory_traffic(node: Node, groups: int, rows: int) -> dict[str, float]:
     passes = 1 if pointwise and strided else -(-lanes // (POINTWISE_CHANNEL_BATCH if pointwise else BLOCK))
     set_output = 4.0 * _prod(y[2:]) * min(w[0] // groups, FILTER_SET * BLOCK)
     traffic[f"output_rereads_{_band(set_output)}"] += 4.0 * x[0] * _prod(y[1:]) * (passes - 1)
+    input_read = x[0] * groups * group_input
     first_reads = {f"input_read_{band}": 0.0 for band, _ in BANDS}
-    first_reads[f"input_read_{_band(group_input)}"] = x[0] * groups * group_input
-    return {"input_read": x[0] * groups * group_input, **first_reads, **traffic}
+    first_reads[f"input_read_{_band(input_read)}"] = input_read
+    return {"input_read": input_read, **first_reads, **traffic}
 
 
 @register(qualified("Conv"))

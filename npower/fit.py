@@ -28,7 +28,7 @@ from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
-from .profile.cache_state import BETWEEN_STATES_KINDS
+from .profile.cache_state import BETWEEN_STATES_KINDS, base_kind, graph_input_kind
 from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.store import SampleFile, read_samples
@@ -60,7 +60,7 @@ FIT_FEATURES = {
     # aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_dw", "nchwc_conv_nchw"), _NCHWC_FEATURES),
-    "nchwc_conv_1x1": _NCHWC_FEATURES + _FIRST_READS,
+    "nchwc_conv_1x1": [f for f in _NCHWC_FEATURES if f != "input_read"] + _FIRST_READS,  # input_read: their sum
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -89,7 +89,7 @@ def choose_variables(kind: str, columns: dict[str, np.ndarray], log: bool) -> li
     With log=True a feature whose log2 is a sum of kept ones' (macs = m n k) adds nothing and is left out.
     A count that is only 0 or 1 in the samples (weight_elems of a scalar operand) is left out too: its log2 is
     constant, and taken raw it would extrapolate wildly to a model's count (a 1024 x 1024 mask operand)."""
-    names = FIT_FEATURES.get(kind, list(columns))
+    names = FIT_FEATURES.get(base_kind(kind), list(columns))
     chosen, kept, logs = [], [], []
     for name in names:
         values = columns.get(name)
@@ -337,7 +337,13 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
 
 
 def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
-    """A sample's op kind and features from its config with today's extractors (stored ones if it no longer builds)."""
+    """A sample's op kind and features from its config with today's extractors (stored ones if it no longer builds);
+    a kernel timed reading a graph input from memory has its kind's graph-input variant (`cache_state`)."""
+    kind, values = _extracted_layer(row)
+    return (graph_input_kind(kind) if row.get("graph_input") else kind), values
+
+
+def _extracted_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
     from .features import FREE, UNKNOWN, UNRESOLVED, extract
     from .graph import load_graph
     from .profile.build import build_model

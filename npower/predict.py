@@ -18,6 +18,7 @@ from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
 from .graph import Graph, Node
 from .pack import Pack
+from .profile.cache_state import graph_input_kind
 from .runtimes import Fusion
 
 
@@ -61,14 +62,24 @@ def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPredicti
     nodes = graph.nodes + added  # + runtime-added kernels (layout reorders)
     layers = [_kernel_features(node, fused.get(node.name)) for node in nodes]
     rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(nodes, layers)]
+    graph_inputs = {tensor.name for tensor in graph.inputs}
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
         if row.source == "pending":
-            by_kind.setdefault(layer.kind, []).append(index)
+            by_kind.setdefault(_model_kind(pack, layer.kind, nodes[index], graph_inputs), []).append(index)
     for kind, indices in by_kind.items():
         _predict_kind(pack, kind, [layers[i] for i in indices], [rows[i] for i in indices])
     _fill_missing_power(pack, rows)
     return rows
+
+
+def _model_kind(pack: Pack, kind: str, node: Node, graph_inputs: set[str]) -> str:
+    """The pack's model for a node: the graph-input variant of its kind where the node reads a graph input (from
+    memory, one inference after it was written) and the pack fitted one."""
+    variant = graph_input_kind(kind)
+    if variant in pack.models and any(t is not None and t.name in graph_inputs for t in node.inputs):
+        return variant
+    return kind
 
 
 def _kernel_features(node: Node, fusion: Fusion | None) -> LayerFeatures:
@@ -100,16 +111,22 @@ def _row(node: Node, layer: LayerFeatures, fusion: Fusion | None) -> LayerPredic
     return row
 
 
+def model_columns(pack: Pack, kind: str, values: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """The feature columns the pack's `kind` models read for layers with these feature values (device features
+    added); a clear error when the models use a feature this npower does not compute."""
+    columns = {name: np.array([v[name] for v in values]) for name in values[0]}
+    columns.update(derive_device_features(kind, columns, pack.device))  # GPU tiles and waves
+    missing = [name for name in _needed(pack.models[kind]) if name not in columns]
+    if missing:
+        raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "
+                          "this npower does not compute (pack made by another version?)")
+    return columns
+
+
 def _predict_kind(pack: Pack, kind: str, layers: list[LayerFeatures], rows: list[LayerPrediction]) -> None:
     models = pack.models.get(kind)
     if models is not None:
-        values = [layer.values() for layer in layers]
-        columns = {name: np.array([v[name] for v in values]) for name in values[0]}
-        columns.update(derive_device_features(kind, columns, pack.device))  # GPU tiles and waves
-        missing = [name for name in _needed(models) if name not in columns]
-        if missing:
-            raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "
-                              "this npower does not compute (pack made by another version?)")
+        columns = model_columns(pack, kind, [layer.values() for layer in layers])
         shape = (len(rows),)  # an intercept-only model predicts one scalar for all
         runtimes = np.broadcast_to(models.runtime.predict(columns), shape)
         _check_range(runtimes, MAX_LAYER_MS, "ms", f"models.{kind}.runtime", rows)

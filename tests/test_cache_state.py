@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from onnx import TensorProto, helper
+
+from conftest import linear_pack
 from npower import NpowerError
-from npower.graph import Node, Tensor
-from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, in_network_ms,
+from npower.graph import Node, Tensor, load_graph
+from npower.pack import KindModels
+from npower.polynomial import SparsePolynomial
+from npower.predict import predict
+from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, graph_input_kind, in_network_ms,
                                          last_level_cache_bytes, reads_weight_matrix)
 from npower.profile.repeats import runtime_target_ms
 from npower.profile.store import SampleWriter
@@ -103,3 +109,26 @@ def test_samples_of_another_cache_state_are_not_resumed(tmp_path):
         writer.append({"type": "sample", "key": "a"})
     with pytest.raises(NpowerError, match="cache state 'hot' -> 'in-network"):
         SampleWriter(path, {**header, "cache_state": InNetworkCacheState.description})
+
+
+def test_a_kernel_reading_a_graph_input_is_costed_by_the_graph_input_model():
+    """x -> Conv -> Relu -> Conv: the first conv reads the user's input (from memory) and takes the pack's
+    `conv@graph_input` model; the second reads a tensor its network just wrote. A pack without the variant
+    costs both with `conv`."""
+    pack = linear_pack()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = [TensorProto(name="w1", data_type=TensorProto.FLOAT, dims=[8, 3, 3, 3]),
+               TensorProto(name="w2", data_type=TensorProto.FLOAT, dims=[8, 8, 3, 3])]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="first", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["b"], name="relu"),
+             helper.make_node("Conv", ["b", "w2"], ["y"], name="second", pads=[1, 1, 1, 1])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], weights),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    graph = load_graph(model)
+    macs = {row.name: row.macs for row in predict(graph, pack, fusion=False)}
+    assert {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"} == \
+        pytest.approx({"first": 1e-6 * macs["first"], "second": 1e-6 * macs["second"]})
+    pack.models[graph_input_kind("conv")] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(3e-6, {"macs": 1})]))
+    costed = {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"}
+    assert costed == pytest.approx({"first": 3e-6 * macs["first"], "second": 1e-6 * macs["second"]})

@@ -16,6 +16,10 @@ start costs it is its output buffer, code and runtime state, which a network lef
 output are too large to stay in the innermost caches as in a loop. Inside networks it ran between the two
 states, which is why the fit takes the geometric mean of both for the depthwise kinds (`in_network_ms`).
 `python benchmarks/cache_state.py` measures both states against the same kernels inside networks.
+A kernel that reads a graph input (the tensor the user feeds, last touched one inference earlier) meets it in
+memory: a network's first conv. Plan configs marked `graph_input` are timed from an evicted state whose inputs
+are not read back; their rows are fitted as a kind of their own (`graph_input_kind`), which `predict` uses for
+the kernels that read a graph input.
 """
 from __future__ import annotations
 
@@ -74,6 +78,17 @@ def _chosen_state(row: dict) -> str | None:
 
 
 BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
+GRAPH_INPUT = "@graph_input"
+
+
+def graph_input_kind(kind: str) -> str:
+    """The kind of a kernel of `kind` that reads a graph input from memory (see the module doc)."""
+    return kind + GRAPH_INPUT
+
+
+def base_kind(kind: str) -> str:
+    """The op kind of a kind, graph-input variant or not."""
+    return kind.removesuffix(GRAPH_INPUT)
 
 
 def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
@@ -110,7 +125,8 @@ class InNetworkCacheState:
         return prepared
 
     def alternate(self, run: Callable[[], None], inputs: dict[str, np.ndarray]) -> Callable[[], None]:
-        """`run` whose even-numbered calls (from 0) start from the evicted state and odd ones hot."""
+        """`run` whose even-numbered calls (from 0) start from the evicted state and odd ones hot. The evicted
+        state reads `inputs` back: pass none to time graph inputs, which come from memory."""
         evicted = self.around(run, inputs)
         calls = itertools.count()
 

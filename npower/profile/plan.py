@@ -118,14 +118,34 @@ def _wide_depthwise(s: Sampler) -> Config:
 
 def _narrow_pointwise(s: Sampler) -> Config:
     """A blocked 1x1 conv (input channels a multiple of 16) to few output channels, 8 to 160 (MobileNet's
-    and EfficientNet's projections to 16, 24, 40, 80 or 96): MLAS computes such outputs in filter sets of
-    fewer than 4 blocks, which run at another rate per multiply-add and the general conv draw has rarely."""
+    and EfficientNet's projections to 16, 24, 40, 80 or 96): MLAS computes outputs in filter sets of up to 4
+    blocks of 16, and under 64 channels, or beyond each multiple of 64, a set has fewer blocks, which run at
+    another rate per multiply-add; the general conv draw has such layers rarely."""
     cin, cout = 16 * s.log_int(1, 64), 8 * s.log_int(1, 20)
     size, stride = s.spatial(2, 128), s.choice([1, 2], [0.8, 0.2])
     attrs = {"kernel_shape": [1, 1], "strides": [stride, stride], "pads": [0, 0, 0, 0], "group": 1,
              "dilations": [1, 1]}
     return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([s.batch(16), cin, size, size]),
                                                      _tensor([cout, cin, 1, 1], True), _tensor([cout], True)]}
+
+
+# A network's first conv over an image: (kernel, stride) of a stem (3x3/2: MobileNet, EfficientNet; 7x7/2:
+# ResNet, GoogLeNet; 11x11/4: AlexNet; 3x3/1: VGG) or a patch embedding (4x4/4: ConvNeXt, 16x16/16: ViT).
+FIRST_CONVS = [(3, 2), (7, 2), (11, 4), (3, 1), (5, 2), (4, 4), (16, 16)]
+
+
+def _first_conv(s: Sampler) -> Config:
+    """A conv over 1, 3 or 4 image channels reading a graph input, which a network's first conv meets in memory
+    (the profiler does not read it back into cache: `cache_state`)."""
+    kernel, stride = s.choice(FIRST_CONVS, [0.25, 0.2, 0.1, 0.1, 0.1, 0.1, 0.15])
+    cin, cout = s.choice([1, 3, 4], [0.15, 0.75, 0.1]), s.common_or_log([16, 24, 32, 48, 64, 96, 384, 768], 8, 1024)
+    size = max(s.common_or_log([224, 256, 299, 320, 384, 512], 32, 512), kernel)
+    pads = [0] * 4 if kernel == stride else [kernel // 2] * 4
+    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": pads, "group": 1,
+             "dilations": [1, 1]}
+    return {"op": "Conv", "attrs": attrs, "graph_input": True,
+            "inputs": [_tensor([s.batch(16), cin, size, size]), _tensor([cout, cin, kernel, kernel], True),
+                       _tensor([cout], True)]}
 
 
 def _odd_channels_conv(s: Sampler, kernel: int, stride: int) -> Config:
@@ -377,6 +397,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "odd_conv": (_odd_conv, 100),
     "narrow_pointwise": (_narrow_pointwise, 100),
     "wide_depthwise": (_wide_depthwise, 60),
+    "first_conv": (_first_conv, 80),
 }
 
 
