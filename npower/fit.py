@@ -28,7 +28,7 @@ from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
-from .profile.cache_state import BETWEEN_STATES_KINDS, base_kind, graph_input_kind
+from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
 from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.store import SampleFile, read_samples
@@ -431,7 +431,9 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
     }
     if header.get("cache_state"):
         provenance["fit"]["cache_state"] = (f"{header['cache_state']}; {', '.join(BETWEEN_STATES_KINDS)}: the "
-                                            "geometric mean of the evicted and hot states")
+                                            "geometric mean of the evicted and hot states; kinds ending "
+                                            f"{GRAPH_INPUT}: kernels reading a graph input, evicted without "
+                                            "reading it back")
     pack = Pack(name, device, header.get("runtime", {}), models, provenance)
     return pack, table
 
@@ -467,7 +469,7 @@ def _overhead_provenance(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:
 def _with_device_features(kind: str, rows: list[dict[str, float]], device: dict[str, Any]) -> list[dict[str, float]]:
     """Rows extended with the kind's device features (the function predict uses)."""
     columns = {name: np.array([row[name] for row in rows], dtype=float) for name in rows[0]}
-    extra = derive_device_features(kind, columns, device)
+    extra = derive_device_features(base_kind(kind), columns, device)
     return [{**row, **{name: float(values[i]) for name, values in extra.items()}} for i, row in enumerate(rows)]
 
 

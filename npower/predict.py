@@ -18,7 +18,7 @@ from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
 from .graph import Graph, Node
 from .pack import Pack
-from .profile.cache_state import graph_input_kind
+from .profile.cache_state import base_kind, graph_input_kind
 from .runtimes import Fusion
 
 
@@ -66,20 +66,29 @@ def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPredicti
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
         if row.source == "pending":
-            by_kind.setdefault(_model_kind(pack, layer.kind, nodes[index], graph_inputs), []).append(index)
+            by_kind.setdefault(_model_kind(pack, layer, nodes[index], graph_inputs), []).append(index)
     for kind, indices in by_kind.items():
         _predict_kind(pack, kind, [layers[i] for i in indices], [rows[i] for i in indices])
     _fill_missing_power(pack, rows)
     return rows
 
 
-def _model_kind(pack: Pack, kind: str, node: Node, graph_inputs: set[str]) -> str:
+def _model_kind(pack: Pack, layer: LayerFeatures, node: Node, graph_inputs: set[str]) -> str:
     """The pack's model for a node: the graph-input variant of its kind where the node reads a graph input (from
-    memory, one inference after it was written) and the pack fitted one."""
-    variant = graph_input_kind(kind)
-    if variant in pack.models and any(t is not None and t.name in graph_inputs for t in node.inputs):
+    memory, one inference after it was written), the pack fitted one and the layer lies inside what its samples
+    covered (it was fitted on images' first convs only); else the kind's own."""
+    variant = graph_input_kind(layer.kind)
+    if variant in pack.models and any(t is not None and t.name in graph_inputs for t in node.inputs) and \
+            _inside_samples(pack, variant, layer.values()):
         return variant
-    return kind
+    return layer.kind
+
+
+def _inside_samples(pack: Pack, kind: str, values: dict[str, float]) -> bool:
+    """Does every feature the kind's models read lie inside the range of the kind's samples?"""
+    ranges = pack.provenance.get("sampled_ranges", {}).get(kind, {})
+    return all(name in ranges and name in values and ranges[name][0] <= values[name] <= ranges[name][1]
+               for name in _needed(pack.models[kind]))
 
 
 def _kernel_features(node: Node, fusion: Fusion | None) -> LayerFeatures:
@@ -115,7 +124,7 @@ def model_columns(pack: Pack, kind: str, values: list[dict[str, float]]) -> dict
     """The feature columns the pack's `kind` models read for layers with these feature values (device features
     added); a clear error when the models use a feature this npower does not compute."""
     columns = {name: np.array([v[name] for v in values]) for name in values[0]}
-    columns.update(derive_device_features(kind, columns, pack.device))  # GPU tiles and waves
+    columns.update(derive_device_features(base_kind(kind), columns, pack.device))  # GPU tiles and waves
     missing = [name for name in _needed(pack.models[kind]) if name not in columns]
     if missing:
         raise NpowerError(f"pack '{pack.name}': the '{kind}' model uses feature(s) {', '.join(missing)} that "

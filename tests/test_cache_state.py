@@ -113,8 +113,8 @@ def test_samples_of_another_cache_state_are_not_resumed(tmp_path):
 
 def test_a_kernel_reading_a_graph_input_is_costed_by_the_graph_input_model():
     """x -> Conv -> Relu -> Conv: the first conv reads the user's input (from memory) and takes the pack's
-    `conv@graph_input` model; the second reads a tensor its network just wrote. A pack without the variant
-    costs both with `conv`."""
+    `conv@graph_input` model, inside the range of its samples; the second reads a tensor its network just wrote.
+    A pack without the variant costs both with `conv`."""
     pack = linear_pack()
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -129,6 +129,12 @@ def test_a_kernel_reading_a_graph_input_is_costed_by_the_graph_input_model():
     macs = {row.name: row.macs for row in predict(graph, pack, fusion=False)}
     assert {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"} == \
         pytest.approx({"first": 1e-6 * macs["first"], "second": 1e-6 * macs["second"]})
-    pack.models[graph_input_kind("conv")] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(3e-6, {"macs": 1})]))
+    variant = graph_input_kind("conv")
+    pack.models[variant] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(3e-6, {"macs": 1})]))
+    pack.provenance["sampled_ranges"] = {variant: {"macs": [0.5 * macs["first"], 2.0 * macs["first"]]}}
     costed = {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"}
     assert costed == pytest.approx({"first": 3e-6 * macs["first"], "second": 1e-6 * macs["second"]})
+    # a first conv outside what the variant's samples covered keeps its kind's model: no extrapolation
+    pack.provenance["sampled_ranges"] = {variant: {"macs": [2.0 * macs["first"], 4.0 * macs["first"]]}}
+    costed = {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"}
+    assert costed == pytest.approx({"first": 1e-6 * macs["first"], "second": 1e-6 * macs["second"]})

@@ -245,7 +245,7 @@ def test_first_conv_samples_read_their_input_from_memory_and_fit_a_kind_of_their
     monkeypatch.setattr(state, "alternate", lambda run, inputs: read_back.append(set(inputs)) or
                         real_alternate(run, inputs))
     monkeypatch.setattr(ort_trace, "in_network_cache_state", lambda: state)
-    config["inputs"][0]["shape"] = [1, 3, 32, 32]  # a small image: a quick measurement
+    config["inputs"][0]["shape"] = [1, config["inputs"][0]["shape"][1], 32, 32]  # a small image: quick to time
     backend = OrtCpuBackend(optimization="all", policy=TimingPolicy(min_runs=2, min_seconds=0.0, max_seconds=0.05))
     rows = ort_trace.kernel_rows(backend, config, 0, {"key": "k", "kind": "conv"})
     assert read_back == [set()]
@@ -255,6 +255,17 @@ def test_first_conv_samples_read_their_input_from_memory_and_fit_a_kind_of_their
     read_back.clear()
     rows = ort_trace.kernel_rows(backend, config, 0, {"key": "k", "kind": "conv"})
     assert read_back == [{"x0"}] and not any(row.get("graph_input") for row in rows)
+
+
+def test_backends_that_trace_no_kernels_skip_graph_input_configs(tmp_path):
+    """At the extended level onnxruntime runs a single-node graph as one kernel and the profiler times it as a
+    whole, reading its inputs back: a `first_conv` config would be an ordinary conv sample, so it is skipped."""
+    samples = tmp_path / "extended.jsonl"
+    assert main(["profile", "-o", str(samples), "--optimization", "extended", "--scale", "0.02", "--kinds",
+                 "first_conv,relu", "--min-runs", "3", "--min-seconds", "0.01", "--max-seconds", "0.05",
+                 "--quiet"]) == 0
+    rows = [json.loads(line) for line in samples.read_text().splitlines()[1:]]
+    assert rows and {row["kind"] for row in rows} == {"relu"}
 
 
 def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
@@ -330,8 +341,8 @@ def test_valid_macs_and_touched_weights_leave_out_the_taps_on_the_padding(x, w, 
     # at stride 2 it finishes one output row at a time
     ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [1, 1], {"output_rereads_near": 3 * 4 * 64 * 8 * 8}),
     ((1, 512, 8, 8), (64, 512, 1, 1), [0, 0, 0, 0], [2, 2], {"output_rereads_near": 0}),
-    # the first read of the input, by where the whole input fits (the layer before wrote all of it): 384 KiB in
-    # L2; 12.8 MB in L3; 19.3 MB (6.4 MB per image) from memory
+    # the first read of the input, by where the whole input fits (the layer before wrote all of it): 384 KiB near
+    # (up to 1 MiB); 12.8 MB mid (up to 16 MiB); 19.3 MB (6.4 MB per image) far
     ((3, 512, 8, 8), (16, 512, 1, 1), [0, 0, 0, 0], [1, 1],
      {"input_read_near": 3 * 4 * 512 * 8 * 8, "input_read_mid": 0, "input_read_far": 0}),
     ((2, 512, 56, 56), (16, 512, 1, 1), [0, 0, 0, 0], [1, 1],

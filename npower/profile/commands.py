@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from ..errors import NpowerError
-from .runner import Budget, dry_run, make_plan, run_profile
+from .ort_trace import traces_kernels
+from .runner import Budget, dry_run, make_plan, run_profile, without_graph_inputs
 from .backends import TimingPolicy, make_backend
 
 
@@ -28,6 +29,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if out.exists() and out.is_dir():
         raise NpowerError(f"{out} is a folder; give a sample file path")
     backend = make_backend(args.device, args.threads, args.optimization, policy)
+    if not traces_kernels(backend):
+        plan = without_graph_inputs(plan)
     try:
         summary = run_profile(str(out), backend, plan, args.seed, progress=not args.quiet)
     except KeyboardInterrupt:

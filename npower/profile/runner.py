@@ -79,6 +79,12 @@ def make_plan(scale: float, seed: int, kinds: list[str] | None, models: Iterable
     return planned
 
 
+def without_graph_inputs(plan: list[Planned]) -> list[Planned]:
+    """The plan less its graph-input configs (`first_conv`): only a backend that traces kernels times their input
+    from memory (`ort_trace.kernel_rows`); another would time them as ordinary convs."""
+    return [item for item in plan if not item.config.get("graph_input")]
+
+
 def estimate_seconds(layer: LayerFeatures, policy) -> float:
     """Rough wall time of one sample on a CPU (for --dry-run and ETA before any measurement)."""
     s = layer.specials
