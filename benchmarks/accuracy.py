@@ -19,8 +19,8 @@ from npower import zoo
 from npower.graph import load_graph
 from npower.pack import find_pack
 from npower.predict import predict
-from npower.validate import (accuracy, backend_for, format_machine_state, load_network, machine_state, measure_network,
-                             mismatch_warnings, paleo_ms)
+from npower.validate import (accuracy, backend_for, format_machine_state, load_network, measure_network,
+                             measured_machine_state, mismatch_warnings, paleo_ms)
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"# {dt.date.today()} | {backend.device_info()['name']} | onnxruntime {runtime['version']} "
           f"{runtime['execution_provider']} x{runtime['intra_op_threads']} ({runtime['graph_optimization']}) | "
           f"pack {pack.name} | Python {platform.python_version()} | median of >= {args.runs} runs\n")
-    state = machine_state(pack, backend)
+    state = measured_machine_state(pack, backend)
     if state is not None:
         print(f"{format_machine_state(state, pack)}\n")
     print("| network | batch | measured ms | npower ms | acc | npower no-fusion ms | acc | Paleo ms | acc |")

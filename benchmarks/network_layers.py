@@ -34,7 +34,7 @@ from npower.errors import NpowerError
 from npower.fit import current_layer
 from npower.pack import Pack, find_pack
 from npower.predict import model_columns
-from npower.profile.cache_state import in_network_ms
+from npower.profile.repeats import pool_runs
 from npower.profile.store import read_samples
 
 KINDS = ("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw", "conv", "conv_1x1", "conv_dw", "gemm",
@@ -64,18 +64,12 @@ def profile_layers(samples: Path, pack: Pack, models: list[str], batches: list[i
 
 
 def measured_layers(samples: Path) -> dict[str, list[tuple[dict[str, float], float]]]:
-    """Per kind, each distinct kernel's features and its time in the cache state of a network."""
-    data = read_samples(samples)
-    overhead = float(data.header.get("trace_overhead_ms") or 0.0)
+    """Per kind, each distinct kernel's features and its time in the cache state of a network, less the trace
+    overhead (as `npower fit` pools a run)."""
     by_kind: dict[str, list[tuple[dict[str, float], float]]] = {}
-    seen = set()
-    for row in data.samples:
-        identity = (row["key"], row.get("kernel"))
-        if row.get("error") or identity in seen:
-            continue
-        seen.add(identity)
-        kind, values = current_layer(row)
-        by_kind.setdefault(kind, []).append((values, in_network_ms(row, overhead)))
+    for sample in pool_runs([(samples.name, read_samples(samples))]):
+        kind, values = current_layer(sample.row)
+        by_kind.setdefault(kind, []).append((values, sample.runtime_ms))
     return by_kind
 
 

@@ -156,13 +156,13 @@ def memory_traffic(node: Node, groups: int, rows: int) -> dict[str, float]:
     traffic["weight_reads_near"] += all_reads - x[0] * whole
     _, _, kernel_h, stride_h, *_ = h_axis
     group_input = 4.0 * lanes * _prod(x[2:]) * min(1.0, kernel_h / stride_h)  # the rows it reads, one image
-    traffic[f"input_rereads_{_band(group_input)}"] += x[0] * groups * group_input * (sets_per_group - 1)
+    input_read = x[0] * groups * group_input
+    traffic[f"input_rereads_{_band(group_input)}"] += input_read * (sets_per_group - 1)
     pointwise = _prod(w[2:]) == 1 and not any(node.attrs["pads"])
     strided = any(s != 1 for s in node.attrs["strides"])
     passes = 1 if pointwise and strided else -(-lanes // (POINTWISE_CHANNEL_BATCH if pointwise else BLOCK))
     set_output = 4.0 * _prod(y[2:]) * min(w[0] // groups, FILTER_SET * BLOCK)
     traffic[f"output_rereads_{_band(set_output)}"] += 4.0 * x[0] * _prod(y[1:]) * (passes - 1)
-    input_read = x[0] * groups * group_input
     first_reads = {f"input_read_{band}": 0.0 for band, _ in BANDS}
     first_reads[f"input_read_{_band(input_read)}"] = input_read
     return {"input_read": input_read, **first_reads, **traffic}

@@ -129,6 +129,16 @@ def machine_state(pack: Pack, backend: Backend) -> dict[str, float] | None:
             "memory_ratio": round(now["bandwidth_gbs"] / pack.bandwidth_gbs, 3)}
 
 
+def measured_machine_state(pack: Pack, backend: Backend) -> dict[str, float] | None:
+    """`machine_state`, or None with a warning when measuring fails (the networks still get validated)."""
+    try:
+        return machine_state(pack, backend)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        print(f"warning: could not measure the machine's speed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+              file=sys.stderr)
+        return None
+
+
 def format_machine_state(state: dict[str, float], pack: Pack) -> str:
     return (f"machine now: {state['peak_gflops']:.0f} GFLOP/s and {state['bandwidth_gbs']:.1f} GB/s, "
             f"{state['compute_ratio'] - 1:+.0%} and {state['memory_ratio'] - 1:+.0%} against the pack's "
@@ -259,12 +269,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     backend = backend_for(pack, args.runs)
     for warning in mismatch_warnings(pack, backend):
         print(f"warning: {warning}", file=sys.stderr)
-    try:
-        state = machine_state(pack, backend)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; the networks still get validated
-        print(f"warning: could not measure the machine's speed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-              file=sys.stderr)
-        state = None
+    state = measured_machine_state(pack, backend)
     if state is not None:
         print(f"note: {format_machine_state(state, pack)}", file=sys.stderr)
     results = []

@@ -105,10 +105,10 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
     feeds = make_feeds(config, seed)
     state, policy = in_network_cache_state(), backend.policy
 
-    fed_from_memory = set(feeds) if config.get("graph_input") else set()
+    fed_from_memory = set(feeds) if config.get("graph_input") else set()  # graph inputs: not read back into cache
+    read_back = {name: value for name, value in feeds.items() if name not in fed_from_memory}
 
     def loop(run: Callable[[], None]) -> None:
-        read_back = {name: value for name, value in feeds.items() if name not in fed_from_memory}
         time_runs(state.alternate(run, read_back), replace(policy, min_runs=2 * policy.min_runs))
 
     events, executed = backend.trace(build_model(config, seed).SerializeToString(), feeds, loop)
