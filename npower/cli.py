@@ -184,6 +184,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_kinds(pack) -> str:
+    """'N op kinds', and the graph-input variants of some of them (models of their own, not op kinds)."""
+    from .profile.cache_state import base_kind
+    kinds = {base_kind(kind) for kind in pack.models}
+    variants = len(pack.models) - len(kinds)
+    return f"{len(kinds)} op kinds" + (f" (+{variants} graph-input variant{'s' * (variants > 1)})" if variants else "")
+
+
 def _pack_facts(pack) -> list[str]:
     """Device, runtime, models and samples, power, validation: one pack's line in `npower packs`."""
     samples = pack.provenance.get("samples_total")
@@ -197,7 +205,7 @@ def _pack_facts(pack) -> list[str]:
                 "power: no", f"left-out GPUs: {figures['mean_abs_error_pct']}% mean whole-model |error|"
                 if "mean_abs_error_pct" in figures else "not validated"]
     return [str(pack.device.get("name")), pack.runtime.label,
-            f"{len(pack.models)} op kinds, {f'{samples:,}' if isinstance(samples, int) else '?'} samples",
+            f"{_count_kinds(pack)}, {f'{samples:,}' if isinstance(samples, int) else '?'} samples",
             f"power: {'yes' if pack.has_power else 'no'}",
             f"{accuracy:.1%} network runtime accuracy" if isinstance(accuracy, float) else "not validated"]
 

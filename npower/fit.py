@@ -477,15 +477,16 @@ def format_fit_table(table: list[dict[str, Any]]) -> str:
     """Per-kind fit summary: samples, form, model size, held-out and in-sample RMSPE, power; with pooled
     runs, the run-to-run noise of one measurement."""
     repeats = any(row.get("repeat") is not None for row in table)
-    lines = [f"{'kind':16s} {'samples':>7s} {'form':>13s} {'size':>4s} {'held-out RMSPE':>15s} {'in-sample':>9s} "
+    width = max([16, *(len(row["kind"]) for row in table)])
+    lines = [f"{'kind':{width}s} {'samples':>7s} {'form':>13s} {'size':>4s} {'held-out RMSPE':>15s} {'in-sample':>9s} "
              f"{'power':>7s}" + (f" {'repeat noise':>12s}" if repeats else "")]
     for row in table:
         power = "-" if row["power_heldout"] is None else f"{row['power_heldout']:.1f}%"
         repeat = "" if not repeats else " " + ("-" if row.get("repeat") is None else f"{row['repeat']:.1f}%").rjust(12)
-        lines.append(f"{row['kind']:16s} {row['samples']:7d} {row['form']:>13s} {row['size']:4d} "
+        lines.append(f"{row['kind']:{width}s} {row['samples']:7d} {row['form']:>13s} {row['size']:4d} "
                      f"{row['heldout']:14.1f}% {row['insample']:8.1f}% {power:>7s}{repeat}")
     weights = [row["samples"] for row in table]
     if weights:
         mean = math.fsum(r["heldout"] * r["samples"] for r in table) / sum(weights)
-        lines.append(f"{'all (weighted)':16s} {sum(weights):7d} {'':13s} {'':4s} {mean:14.1f}%")
+        lines.append(f"{'all (weighted)':{width}s} {sum(weights):7d} {'':13s} {'':4s} {mean:14.1f}%")
     return "\n".join(lines)

@@ -62,24 +62,41 @@ def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPredicti
     nodes = graph.nodes + added  # + runtime-added kernels (layout reorders)
     layers = [_kernel_features(node, fused.get(node.name)) for node in nodes]
     rows = [_row(node, layer, fused.get(node.name)) for node, layer in zip(nodes, layers)]
-    graph_inputs = {tensor.name for tensor in graph.inputs}
+    first_readers = _first_graph_input_readers(graph, nodes, rows)
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
         if row.source == "pending":
-            by_kind.setdefault(_model_kind(pack, layer, nodes[index], graph_inputs), []).append(index)
+            by_kind.setdefault(_model_kind(pack, layer, index in first_readers), []).append(index)
     for kind, indices in by_kind.items():
         _predict_kind(pack, kind, [layers[i] for i in indices], [rows[i] for i in indices])
     _fill_missing_power(pack, rows)
     return rows
 
 
-def _model_kind(pack: Pack, layer: LayerFeatures, node: Node, graph_inputs: set[str]) -> str:
-    """The pack's model for a node: the graph-input variant of its kind where the node reads a graph input (from
-    memory, one inference after it was written), the pack fitted one and the layer lies inside what its samples
-    covered (it was fitted on images' first convs only); else the kind's own."""
+def _first_graph_input_readers(graph: Graph, nodes: list[Node], rows: list[LayerPrediction]) -> set[int]:
+    """Indices of the nodes that read a graph input first, directly or through free views (Reshape, Flatten,
+    Identity: they move no data): that read comes from memory, later reads of the same tensor find it in cache.
+    Runtime-added kernels (layout reorders, listed after the graph's nodes) run right before the node they feed,
+    so one reading a graph input is its first reader."""
+    root_of = {tensor.name: tensor.name for tensor in graph.inputs}
+    readers: dict[str, int] = {}
+    added = range(len(graph.nodes), len(nodes))
+    for index in [*added, *range(len(graph.nodes))]:
+        roots = {root_of[t.name] for t in nodes[index].inputs if t is not None and t.name in root_of}
+        if rows[index].source == "free":
+            root_of.update((t.name, root) for t in nodes[index].outputs for root in roots)
+            continue
+        for root in roots:
+            readers.setdefault(root, index)
+    return set(readers.values())
+
+
+def _model_kind(pack: Pack, layer: LayerFeatures, reads_graph_input: bool) -> str:
+    """The pack's model for a node: the graph-input variant of its kind where the node is the first to read a graph
+    input (from memory, one inference after it was written), the pack fitted one and the layer lies inside what its
+    samples covered (it was fitted on images' first convs only); else the kind's own."""
     variant = graph_input_kind(layer.kind)
-    if variant in pack.models and any(t is not None and t.name in graph_inputs for t in node.inputs) and \
-            _inside_samples(pack, variant, layer.values()):
+    if reads_graph_input and variant in pack.models and _inside_samples(pack, variant, layer.values()):
         return variant
     return layer.kind
 

@@ -138,3 +138,46 @@ def test_a_kernel_reading_a_graph_input_is_costed_by_the_graph_input_model():
     pack.provenance["sampled_ranges"] = {variant: {"macs": [2.0 * macs["first"], 4.0 * macs["first"]]}}
     costed = {row.name: row.ms for row in predict(graph, pack, fusion=False) if row.kind == "conv"}
     assert costed == pytest.approx({"first": 1e-6 * macs["first"], "second": 1e-6 * macs["second"]})
+
+
+def _variant_pack(kind: str = "conv"):
+    """A linear pack (1e-6 ms per MAC) whose graph-input variant of `kind` charges 3e-6, over any size."""
+    pack = linear_pack()
+    variant = graph_input_kind(kind)
+    pack.models[variant] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(3e-6, {"macs": 1})]))
+    pack.provenance["sampled_ranges"] = {variant: {"macs": [0.0, 1e12]}}
+    return pack
+
+
+def _conv_rates(nodes: list, inputs: list, weights: list) -> dict[str, float]:
+    """ms per MAC of every conv of the graph, as the variant pack costs it (3e-6: graph-input model)."""
+    y = helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, [y], weights),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    rows = predict(load_graph(model), _variant_pack(), fusion=False)
+    return {row.name: pytest.approx(row.ms / row.macs) for row in rows if row.kind == "conv"}
+
+
+def test_only_the_first_reader_of_a_graph_input_reads_it_from_memory():
+    """Two convs over the same input: the first finds it in memory, the second in cache."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
+    weights = [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[8, 3, 3, 3])]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="first"),
+             helper.make_node("Conv", ["x", "w"], ["b"], name="second"),
+             helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    assert _conv_rates(nodes, [x], weights) == {"first": 3e-6, "second": 1e-6}
+
+
+def test_a_graph_input_read_through_a_view_is_still_read_from_memory():
+    """x -> Reshape -> Conv: the reshape moves no data, so the conv is the input's first reader; x -> Relu ->
+    Conv: the Relu reads it first and the conv reads what the Relu wrote."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3072])
+    weights = [TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[8, 3, 3, 3]),
+               helper.make_tensor("shape", TensorProto.INT64, [4], [1, 3, 32, 32])]
+    through_view = [helper.make_node("Reshape", ["x", "shape"], ["image"], name="view"),
+                    helper.make_node("Conv", ["image", "w"], ["y"], name="conv")]
+    assert _conv_rates(through_view, [x], weights) == {"conv": 3e-6}
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
+    through_relu = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                    helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    assert _conv_rates(through_relu, [image], weights[:1]) == {"conv": 1e-6}

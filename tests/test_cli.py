@@ -14,6 +14,7 @@ import pytest
 
 from npower import analyze, zoo
 from npower.cli import main
+from npower.profile.cache_state import graph_input_kind
 
 from conftest import linear_pack
 
@@ -113,6 +114,15 @@ def test_debug_shows_traceback(argv):
 def test_packs_lists_pack(pack_dir, capsys):
     assert main(["packs", "--profiles", str(pack_dir)]) == 0
     assert "testpack: Test Device" in capsys.readouterr().out
+
+
+def test_packs_counts_graph_input_variants_apart_from_op_kinds(tmp_path, capsys):
+    pack = linear_pack()
+    kinds = len(pack.models)
+    pack.models[graph_input_kind("conv")] = pack.models["conv"]
+    pack.save(tmp_path / "testpack.yaml")
+    assert main(["packs", "--profiles", str(tmp_path)]) == 0
+    assert f"{kinds} op kinds (+1 graph-input variant)" in capsys.readouterr().out
 
 
 def test_version(capsys):

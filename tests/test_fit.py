@@ -114,3 +114,10 @@ def test_work_form_is_a_non_negative_sum_of_amounts_of_work():
     intercept, coefs, _ = fitter.fit(fit._design(terms, columns, np.arange(300)), y)
     assert intercept > 0 and coefs.min() >= 0.0 and coefs[2] == 0.0
     assert coefs[0] == pytest.approx(2e-8 * 0.9, rel=0.2) and coefs[1] == pytest.approx(5e-8 * 0.9, rel=0.2)
+
+
+def test_fit_table_columns_stay_aligned_with_long_kind_names():
+    from npower.fit import format_fit_table
+    row = {"samples": 80, "form": "log2-linear", "size": 12, "heldout": 22.3, "insample": 15.0, "power_heldout": None}
+    lines = format_fit_table([{**row, "kind": "nchwc_conv_nchw@graph_input"}, {**row, "kind": "relu"}]).splitlines()
+    assert len({line.index("%") for line in lines[1:]}) == 1  # every held-out figure in one column
