@@ -380,10 +380,18 @@ def _wide_kernels_both_strides(configs: list[dict]) -> bool:
         {c["attrs"]["strides"][0] for c in configs} == {1, 2}
 
 
+def _mobile_stages(configs: list[dict]) -> bool:
+    """Mobile networks' feature maps (7-80 pixels a side) at batch 1-8, channels in blocks of 16, all three kernels."""
+    shapes = [config["inputs"][0]["shape"] for config in configs]
+    return all(n <= 8 and c % 16 == 0 and h == w and h in plan.MOBILE_SIDES for n, c, h, w in shapes) and \
+        {c["inputs"][1]["shape"][2] for c in configs} == {3, 5, 7}
+
+
 @pytest.mark.parametrize("draw, blocked_kind, count, covers", [
     ("narrow_pointwise", "nchwc_conv_1x1", 20, _few_output_blocks),
-    ("wide_depthwise", "nchwc_conv_dw", 12, _wide_kernels_both_strides)])
-def test_narrow_pointwise_and_wide_depthwise_draws_are_the_blocked_kinds_they_cover(draw, blocked_kind, count, covers):
+    ("wide_depthwise", "nchwc_conv_dw", 12, _wide_kernels_both_strides),
+    ("mobile_depthwise", "nchwc_conv_dw", 24, _mobile_stages)])
+def test_narrow_pointwise_and_depthwise_draws_are_the_blocked_kinds_they_cover(draw, blocked_kind, count, covers):
     configs = [config for kind, config in plan.generate([draw], scale=0.2, seed=1)]
     assert len(configs) == count and covers(configs)
     for config in configs:

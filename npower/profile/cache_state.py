@@ -19,7 +19,7 @@ states, which is why the fit takes the geometric mean of both for the depthwise 
 A kernel that reads a graph input (the tensor the user feeds, last touched one inference earlier) meets it in
 memory: a network's first conv. Plan configs marked `graph_input` are timed from an evicted state whose inputs
 are not read back; their rows are fitted as a kind of their own (`graph_input_kind`), which `predict` uses for
-the kernels that read a graph input.
+the kernel that first reads a graph input (through views that move no data); later readers find it in cache.
 """
 from __future__ import annotations
 

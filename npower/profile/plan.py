@@ -116,6 +116,24 @@ def _wide_depthwise(s: Sampler) -> Config:
     return _depthwise(s, 16 * s.log_int(1, 120), [0.0, 0.5, 0.5], 16, stride_weights=(0.5, 0.5))
 
 
+# Feature-map sides of mobile networks' depthwise stages (inputs of 96-224 after their stems and strides)
+MOBILE_SIDES = [7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80]
+
+
+def _mobile_depthwise(s: Sampler) -> Config:
+    """A depthwise conv as an inverted-residual block has it (MobileNetV2/V3, EfficientNet, MnasNet): a block's
+    16-160 channels times an expansion of 1-6, rounded to a block of 16, over a mobile network's feature map at
+    batch 1-8. The pack's depthwise model over-priced such layers of random networks of these blocks by 31 % at
+    4-16 MB of activations, where the blocked depthwise draw has other shapes (`benchmarks/depthwise_networks.py`)."""
+    channels = max(16, s.choice([16, 24, 32, 40, 48, 64, 80, 96, 112, 160]) * s.choice([1, 3, 4, 6]) // 16 * 16)
+    k, stride = s.choice([3, 5, 7], [0.6, 0.25, 0.15]), s.choice([1, 2], [0.75, 0.25])
+    side, batch = s.choice(MOBILE_SIDES), s.choice([1, 2, 4, 8], [0.4, 0.2, 0.2, 0.2])
+    attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [k // 2] * 4, "group": channels,
+             "dilations": [1, 1]}
+    return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([batch, channels, side, side]),
+                                                     _tensor([channels, 1, k, k], True), _tensor([channels], True)]}
+
+
 def _narrow_pointwise(s: Sampler) -> Config:
     """A blocked 1x1 conv (input channels a multiple of 16) to few output channels, 8 to 160 (MobileNet's
     and EfficientNet's projections to 16, 24, 40, 80 or 96): MLAS computes outputs in filter sets of up to 4
@@ -398,6 +416,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "narrow_pointwise": (_narrow_pointwise, 100),
     "wide_depthwise": (_wide_depthwise, 60),
     "first_conv": (_first_conv, 80),
+    "mobile_depthwise": (_mobile_depthwise, 120),
 }
 
 
