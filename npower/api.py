@@ -56,7 +56,7 @@ def report_for(graph: Graph, pack: Pack, name: str, fusion: bool = True, batch: 
         more = f" and {len(graph.unknown_tensors) - 5} more" if len(graph.unknown_tensors) > 5 else ""
         warnings.append(f"shape inference left {len(graph.unknown_tensors)} tensor(s) unknown: {shown}{more}")
     batch_used = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else batch
-    report = Report(name, pack.name, pack.device.get("name", "?"), pack.runtime.label, layers, batch_used, warnings)
+    report = Report(name, pack.name, pack.device_label, pack.runtime.label, layers, batch_used, warnings)
     if pack.estimated:
         from .estimate import estimate_note
         report.estimated = estimate_note(pack)

@@ -204,7 +204,7 @@ def _pack_facts(pack) -> list[str]:
                 f"{len(pack.models)} op kinds, from {len(pack.provenance.get('source_gpus') or [])} measured GPUs",
                 "power: no", f"left-out GPUs: {figures['mean_abs_error_pct']}% mean whole-model |error|"
                 if "mean_abs_error_pct" in figures else "not validated"]
-    return [str(pack.device.get("name")), pack.runtime.label,
+    return [pack.device_label, pack.runtime.label,
             f"{_count_kinds(pack)}, {f'{samples:,}' if isinstance(samples, int) else '?'} samples",
             f"power: {'yes' if pack.has_power else 'no'}",
             f"{accuracy:.1%} network runtime accuracy" if isinstance(accuracy, float) else "not validated"]

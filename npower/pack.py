@@ -54,6 +54,13 @@ class Pack:
         return self.provenance.get("source_kind") == ESTIMATED
 
     @property
+    def device_label(self) -> str:
+        """The device's name, with the CPU generation where the profiler recorded it ('AMD EPYC, family 25 model
+        17'): virtual machines give one name to several generations."""
+        name, cpu = str(self.device.get("name", "?")), self.device.get("cpu")
+        return f"{name}, {cpu}" if cpu else name
+
+    @property
     def peak_gflops(self) -> float | None:
         return self.device.get("peak_gflops")
 

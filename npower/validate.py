@@ -112,6 +112,9 @@ def mismatch_warnings(pack: Pack, backend: Backend) -> list[str]:
                         f"this is {here_runtime.get('version')}")
     if pack.device.get("name") != here_device.get("name"):
         warnings.append(f"pack is for '{pack.device.get('name')}', this device is '{here_device.get('name')}'")
+    elif None not in (pack.device.get("cpu"), here_device.get("cpu")) and pack.device["cpu"] != here_device["cpu"]:
+        warnings.append(f"pack was measured on a {pack.device.get('name')} of {pack.device['cpu']}, this one is "
+                        f"{here_device['cpu']}: another CPU generation under the same name")
     return warnings
 
 
@@ -139,10 +142,19 @@ def measured_machine_state(pack: Pack, backend: Backend) -> dict[str, float] | N
         return None
 
 
+# A machine's own drift moved its measured compute or memory speed by up to 20 % between profiles; beyond this
+# the machine is most likely another CPU than the pack's, and validating the pack on it says little.
+DRIFT_LIMIT = 0.25
+
+
 def format_machine_state(state: dict[str, float], pack: Pack) -> str:
-    return (f"machine now: {state['peak_gflops']:.0f} GFLOP/s and {state['bandwidth_gbs']:.1f} GB/s, "
+    line = (f"machine now: {state['peak_gflops']:.0f} GFLOP/s and {state['bandwidth_gbs']:.1f} GB/s, "
             f"{state['compute_ratio'] - 1:+.0%} and {state['memory_ratio'] - 1:+.0%} against the pack's "
             f"{pack.peak_gflops:.0f} GFLOP/s and {pack.bandwidth_gbs:.1f} GB/s")
+    if max(abs(state["compute_ratio"] - 1), abs(state["memory_ratio"] - 1)) > DRIFT_LIMIT:
+        line += (f"; beyond +/-{DRIFT_LIMIT:.0%}, more than this machine's drift: the pack most likely describes "
+                 "another CPU (profile this one with `npower profile`)")
+    return line
 
 
 def paleo_ms(graph, pack: Pack) -> float | None:

@@ -116,6 +116,16 @@ def test_packs_lists_pack(pack_dir, capsys):
     assert "testpack: Test Device" in capsys.readouterr().out
 
 
+def test_packs_and_analyze_name_the_cpu_generation(tmp_path, capsys):
+    pack = linear_pack()
+    pack.device["cpu"] = "family 25 model 17"
+    pack.save(tmp_path / "testpack.yaml")
+    assert main(["packs", "--profiles", str(tmp_path)]) == 0
+    assert "testpack: Test Device, family 25 model 17" in capsys.readouterr().out
+    assert main(["analyze", "zoo:squeezenet", "--gpu", str(tmp_path / "testpack.yaml")]) == 0
+    assert "(Test Device, family 25 model 17," in capsys.readouterr().out
+
+
 def test_packs_counts_graph_input_variants_apart_from_op_kinds(tmp_path, capsys):
     pack = linear_pack()
     kinds = len(pack.models)

@@ -80,6 +80,21 @@ def test_resume_with_another_runtime_is_refused(tmp_path, capsys, option, change
     assert samples.read_text() == before
 
 
+@needs_ort
+def test_resume_on_another_cpu_generation_is_refused(tmp_path, capsys, monkeypatch):
+    # both generations are called 'AMD EPYC' inside a virtual machine: the recorded family and model differ
+    import npower.profile.backends as backends
+    samples = tmp_path / "s.jsonl"
+    monkeypatch.setattr(backends, "cpu_identity", lambda: "family 26 model 2")
+    assert main(["profile", "-o", str(samples), *TINY, "--scale", "0.02"]) == 0
+    before = samples.read_text()
+    monkeypatch.setattr(backends, "cpu_identity", lambda: "family 25 model 17")
+    assert main(["profile", "-o", str(samples), *TINY, "--scale", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CPU family 26 model 2 -> family 25 model 17" in err[0]
+    assert samples.read_text() == before
+
+
 def _relu_run(path, scale: float, threads: int = 1, configs: int = 40, cache_state: str | None = None) -> None:
     """A sample file of Relu configs whose runtimes are `scale` times one linear law."""
     runtime = {"name": "onnxruntime", "version": "1.32.0", "execution_provider": "CPUExecutionProvider",

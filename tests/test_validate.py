@@ -17,7 +17,8 @@ from npower.kernel_map import RUNTIME_ROW
 from npower.pack import load_pack
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.validate import TOKEN_IDS, accuracy, machine_state, profile_layers, random_feeds
+from npower.validate import (TOKEN_IDS, accuracy, format_machine_state, machine_state, mismatch_warnings,
+                             profile_layers, random_feeds)
 
 from conftest import linear_pack
 
@@ -76,6 +77,40 @@ def test_paleo_predictor_and_record(tmp_path, cpu_pack, capsys):
 def test_no_machine_speed_against_peaks_the_pack_did_not_measure():
     # a GPU pack's peaks are spec-sheet or vendor figures: a 1024^3 MatMul cannot be held against them
     assert machine_state(linear_pack("gpu-spec"), backend=None) is None
+
+
+class _HereBackend:
+    """The device and runtime a validation runs on, as a backend reports them."""
+
+    def __init__(self, pack, cpu):
+        self.runtime, self.device = {"version": pack.runtime.version}, {"name": pack.device["name"], "cpu": cpu}
+
+    def runtime_info(self):
+        return self.runtime
+
+    def device_info(self):
+        return self.device
+
+
+def test_another_cpu_generation_under_the_same_name_is_a_warning():
+    # a virtual machine calls Zen 4 and Zen 5 EPYCs both 'AMD EPYC': the family and model tell them apart
+    pack = linear_pack("cpu-pack")
+    pack.device.update(name="AMD EPYC", cpu="family 26 model 2")
+    assert mismatch_warnings(pack, _HereBackend(pack, "family 26 model 2")) == []
+    warning, = mismatch_warnings(pack, _HereBackend(pack, "family 25 model 17"))
+    assert "family 26 model 2" in warning and "family 25 model 17" in warning
+    pack.device.pop("cpu")  # packs profiled before the CPU was recorded: no claim either way
+    assert mismatch_warnings(pack, _HereBackend(pack, "family 25 model 17")) == []
+
+
+@pytest.mark.parametrize("compute, memory, another_cpu", [(0.85, 1.1, False), (0.4, 0.67, True), (1.0, 1.3, True)])
+def test_machine_line_says_when_the_speed_is_beyond_drift(compute, memory, another_cpu):
+    pack = linear_pack("cpu-pack")
+    state = {"peak_gflops": pack.peak_gflops * compute, "bandwidth_gbs": pack.bandwidth_gbs * memory,
+             "compute_ratio": compute, "memory_ratio": memory}
+    line = format_machine_state(state, pack)
+    assert f"{compute - 1:+.0%} and {memory - 1:+.0%}" in line
+    assert ("most likely describes another CPU" in line) == another_cpu
 
 
 def test_all_models_failing_is_exit_2(tmp_path, cpu_pack):

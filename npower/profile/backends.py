@@ -224,8 +224,8 @@ class OrtCpuBackend:
                 "intra_op_threads": self.threads, "precision": "fp32", "graph_optimization": self.optimization}
 
     def device_info(self) -> dict[str, Any]:
-        return {"name": cpu_name(), "kind": "cpu", "vendor": cpu_vendor(), "cores": os.cpu_count(),
-                "memory_gb": memory_gb(), "power": "none: no RAPL energy counters readable on this machine"
+        return {"name": cpu_name(), "cpu": cpu_identity(), "kind": "cpu", "vendor": cpu_vendor(),
+                "cores": os.cpu_count(), "memory_gb": memory_gb(), "power": "none: no RAPL energy counters readable on this machine"
                 if not rapl_available() else "RAPL available"}
 
 
@@ -289,15 +289,27 @@ class OrtCudaBackend(OrtCpuBackend):
         return {**self.meter.info(), "kind": "gpu", "vendor": "NVIDIA"}
 
 
-def cpu_name() -> str:
+def _cpuinfo_field(field: str) -> str | None:
+    """The first processor's `field` in /proc/cpuinfo, or None (no such file or field)."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_identity() -> str | None:
+    """'family 25 model 17': the CPU generation, which a virtual machine's name ('AMD EPYC') hides; None where
+    /proc/cpuinfo does not say."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    return f"family {family} model {model}" if family and model else None
 
 
 def cpu_vendor() -> str:

@@ -72,9 +72,11 @@ def runtime_differences(old_header: dict[str, Any], new_header: dict[str, Any]) 
     ('threads 1 -> 2', ...); empty when samples of the two may be pooled."""
     old, new = old_header.get("runtime", {}), new_header.get("runtime", {})
     changed = [f"{key} {old[key]} -> {new[key]}" for key in sorted(old.keys() & new.keys()) if old[key] != new[key]]
-    old_device, new_device = old_header.get("device", {}).get("name"), new_header.get("device", {}).get("name")
-    if old_device != new_device:
-        changed.append(f"device '{old_device}' -> '{new_device}'")
+    old_device, new_device = old_header.get("device", {}), new_header.get("device", {})
+    if old_device.get("name") != new_device.get("name"):
+        changed.append(f"device '{old_device.get('name')}' -> '{new_device.get('name')}'")
+    elif None not in (old_device.get("cpu"), new_device.get("cpu")) and old_device["cpu"] != new_device["cpu"]:
+        changed.append(f"CPU {old_device['cpu']} -> {new_device['cpu']}")
     if old_header.get("cache_state") != new_header.get("cache_state"):
         changed.append(f"cache state '{old_header.get('cache_state')}' -> '{new_header.get('cache_state')}'")
     return changed

@@ -19,7 +19,8 @@ from onnx import helper, numpy_helper
 
 from ..errors import NpowerError
 from ..runtimes import Runtime
-from .backends import KernelProfile, KernelTime, Measurement, TimingPolicy, cpu_name, memory_gb, summarize
+from .backends import (KernelProfile, KernelTime, Measurement, TimingPolicy, cpu_identity, cpu_name, memory_gb,
+                       summarize)
 from .build import _weight_values
 from .plan import Config
 from .power import PowerMeter
@@ -215,7 +216,7 @@ class TorchBackend:
                  "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                  "cudnn_benchmark": torch.backends.cudnn.benchmark}
         if not self.cuda:
-            return {"name": cpu_name(), "kind": "cpu", "cores": torch.get_num_threads(), "memory_gb": memory_gb(),
+            return {"name": cpu_name(), "cpu": cpu_identity(), "kind": "cpu", "cores": torch.get_num_threads(), "memory_gb": memory_gb(),
                     "torch_flags": flags, "power": "none" if self.meter is None else self.meter.info()["power_source"]}
         props = torch.cuda.get_device_properties(self.device)
         info = {"name": props.name, "memory_gb": round(props.total_memory / 2 ** 30, 1)}
