@@ -28,6 +28,7 @@ from .predict import LayerPrediction, layer_bytes, predict, roofline_ms
 from .features import extract
 from .kernel_map import layer_rows
 from .profile.backends import Backend, Measurement, TimingPolicy, make_backend
+from .profile.store import cpu_change
 
 PALEO_PPP_COMPUTE = 0.62
 PALEO_PPP_MEMORY = 0.72
@@ -112,9 +113,9 @@ def mismatch_warnings(pack: Pack, backend: Backend) -> list[str]:
                         f"this is {here_runtime.get('version')}")
     if pack.device.get("name") != here_device.get("name"):
         warnings.append(f"pack is for '{pack.device.get('name')}', this device is '{here_device.get('name')}'")
-    elif None not in (pack.device.get("cpu"), here_device.get("cpu")) and pack.device["cpu"] != here_device["cpu"]:
-        warnings.append(f"pack was measured on a {pack.device.get('name')} of {pack.device['cpu']}, this one is "
-                        f"{here_device['cpu']}: another CPU generation under the same name")
+    elif change := cpu_change(pack.device, here_device):
+        warnings.append(f"pack was measured on another CPU generation under the name '{pack.device.get('name')}' "
+                        f"({change})")
     return warnings
 
 

@@ -224,9 +224,9 @@ class OrtCpuBackend:
                 "intra_op_threads": self.threads, "precision": "fp32", "graph_optimization": self.optimization}
 
     def device_info(self) -> dict[str, Any]:
+        power = "RAPL available" if rapl_available() else "none: no RAPL energy counters readable on this machine"
         return {"name": cpu_name(), "cpu": cpu_identity(), "kind": "cpu", "vendor": cpu_vendor(),
-                "cores": os.cpu_count(), "memory_gb": memory_gb(), "power": "none: no RAPL energy counters readable on this machine"
-                if not rapl_available() else "RAPL available"}
+                "cores": os.cpu_count(), "memory_gb": memory_gb(), "power": power}
 
 
 class OrtCudaBackend(OrtCpuBackend):

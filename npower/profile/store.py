@@ -67,6 +67,13 @@ def _first_row(handle) -> dict[str, Any]:
     return row if isinstance(row, dict) and row.get("type") == "header" else {}
 
 
+def cpu_change(old_device: dict[str, Any], new_device: dict[str, Any]) -> str | None:
+    """'family 26 model 2 -> family 25 model 17' where both devices recorded their CPU generation and they differ
+    (a virtual machine gives several generations one name); None otherwise."""
+    old, new = old_device.get("cpu"), new_device.get("cpu")
+    return f"{old} -> {new}" if None not in (old, new) and old != new else None
+
+
 def runtime_differences(old_header: dict[str, Any], new_header: dict[str, Any]) -> list[str]:
     """What differs between the runtimes, devices and cache states two sample-file headers measured
     ('threads 1 -> 2', ...); empty when samples of the two may be pooled."""
@@ -75,8 +82,8 @@ def runtime_differences(old_header: dict[str, Any], new_header: dict[str, Any]) 
     old_device, new_device = old_header.get("device", {}), new_header.get("device", {})
     if old_device.get("name") != new_device.get("name"):
         changed.append(f"device '{old_device.get('name')}' -> '{new_device.get('name')}'")
-    elif None not in (old_device.get("cpu"), new_device.get("cpu")) and old_device["cpu"] != new_device["cpu"]:
-        changed.append(f"CPU {old_device['cpu']} -> {new_device['cpu']}")
+    elif change := cpu_change(old_device, new_device):
+        changed.append(f"CPU {change}")
     if old_header.get("cache_state") != new_header.get("cache_state"):
         changed.append(f"cache state '{old_header.get('cache_state')}' -> '{new_header.get('cache_state')}'")
     return changed

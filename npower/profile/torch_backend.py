@@ -216,8 +216,9 @@ class TorchBackend:
                  "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                  "cudnn_benchmark": torch.backends.cudnn.benchmark}
         if not self.cuda:
-            return {"name": cpu_name(), "cpu": cpu_identity(), "kind": "cpu", "cores": torch.get_num_threads(), "memory_gb": memory_gb(),
-                    "torch_flags": flags, "power": "none" if self.meter is None else self.meter.info()["power_source"]}
+            return {"name": cpu_name(), "cpu": cpu_identity(), "kind": "cpu", "cores": torch.get_num_threads(),
+                    "memory_gb": memory_gb(), "torch_flags": flags,
+                    "power": "none" if self.meter is None else self.meter.info()["power_source"]}
         props = torch.cuda.get_device_properties(self.device)
         info = {"name": props.name, "memory_gb": round(props.total_memory / 2 ** 30, 1)}
         if self.meter is not None:
