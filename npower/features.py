@@ -244,13 +244,38 @@ def _softmax(node: Node) -> LayerFeatures:
     return LayerFeatures("softmax", _floats(features), _specials(node, 0, 3 * _prod(x)))
 
 
+def broadcast_spans(input_shapes: list[tuple], out_shape: tuple) -> int:
+    """How many contiguous runs onnxruntime's broadcast loop splits an element-wise op into: it merges output
+    axes from the innermost out while every input keeps its state (read along the axis, or broadcast: size 1
+    or missing), and calls its inner loop once per run of the shortest input's merged block. A per-channel
+    operand of a channels-last tensor ([1, H, W, C] with [C]) makes H x W runs of C elements, each paying a
+    call; a per-channel operand of a channels-first one ([1, C, H, W] with [C, 1, 1]), C runs of H x W."""
+    elements = _prod(out_shape)
+    if not elements:
+        return 0
+    span = elements
+    for shape in input_shapes:
+        aligned = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+        run, state = 1, None
+        for size, own in zip(reversed(out_shape), reversed(aligned)):
+            if size == 1:
+                continue
+            if state is not None and (own == 1) != state:
+                break
+            state, run = own == 1, run * size
+        span = min(span, run)
+    return elements // span
+
+
 def _elementwise(kind: str, flops_per_element: int = 1) -> Extractor:
-    """Element-wise ops: cost follows the output size and how inputs broadcast into it."""
+    """Element-wise ops: cost follows the output size, how inputs broadcast into it, and how many runs the
+    broadcast loop makes (`broadcast_spans`)."""
     def extractor(node: Node) -> LayerFeatures:
         out = node.outputs[0].elements
         inputs = [t for t in node.inputs if t is not None]
         broadcast = int(any(t.elements != out for t in inputs))
-        features = {"elements": out, "inputs": len(inputs), "broadcast": broadcast}
+        spans = broadcast_spans([t.shape for t in inputs], node.outputs[0].shape) if broadcast else 1
+        features = {"elements": out, "inputs": len(inputs), "broadcast": broadcast, "spans": spans}
         return LayerFeatures(kind, _floats(features), _specials(node, 0, flops_per_element * out))
     return extractor
 

@@ -73,7 +73,7 @@ SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_ele
                  "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
-WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs",
+WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs", "spans",
                                 *_MLAS_FEATURES, *_FIRST_READS)
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from npower import zoo
-from npower.features import extract
+from npower.features import broadcast_spans, extract
 from npower.graph import load_graph
 
 from conftest import single_node_model
@@ -124,6 +124,27 @@ def test_elementwise_broadcast_and_free_views():
     assert flat.kind == "free"
     softmax = features_of(single_node_model("Softmax", [("a", [2, 6, 197, 197])], {"axis": -1}))
     assert (softmax.features["outer"], softmax.features["axis_len"], softmax.features["inner"]) == (2 * 6 * 197, 197, 1)
+
+
+@pytest.mark.parametrize("shapes, out, spans", [
+    ([(1, 224, 224, 3), (3,)], (1, 224, 224, 3), 224 * 224),  # channels-last per-channel: a run per pixel
+    ([(1, 224, 224, 3), (1, 1, 1, 3)], (1, 224, 224, 3), 224 * 224),
+    ([(1, 3, 224, 224), (1, 3, 1, 1)], (1, 3, 224, 224), 3),  # channels-first: a run per channel
+    ([(8, 64, 7, 7), (8, 64, 1, 1)], (8, 64, 7, 7), 8 * 64),
+    ([(2, 197, 768), (768,)], (2, 197, 768), 2 * 197),  # a bias on token rows
+    ([(1, 3, 224, 224), ()], (1, 3, 224, 224), 1),  # a scalar: one run
+    ([(4, 1, 5), (1, 3, 5)], (4, 3, 5), 12),  # both broadcast: the shorter merged block decides
+    ([(1, 1, 1, 32), (1, 1, 1, 32)], (1, 1, 1, 32), 1),  # axes of size 1 do not split runs
+])
+def test_broadcast_spans_count_the_runs_of_the_broadcast_loop(shapes, out, spans):
+    assert broadcast_spans(shapes, out) == spans
+
+
+def test_channels_last_per_channel_operand_is_an_elementwise_op_with_a_run_per_pixel():
+    add = features_of(single_node_model("Add", [("a", [1, 56, 56, 144])], weights=[("b", [144])]))
+    assert add.kind == "add" and add.features["spans"] == 56 * 56 and add.features["broadcast"] == 1
+    relu = features_of(single_node_model("Relu", [("a", [1, 56, 56, 144])]))
+    assert relu.features["spans"] == 1
 
 
 def test_unknown_op_is_listed_not_fatal():

@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import importlib.util
 import json
+import math
 
 import numpy as np
 import onnx
@@ -397,6 +398,16 @@ def test_narrow_pointwise_and_depthwise_draws_are_the_blocked_kinds_they_cover(d
     for config in configs:
         kinds = [extract(k).kind for k in costed_kernels(load_graph(build_model(config, values=False)), ALL)]
         assert [k for k in kinds if k not in ("free", "reorder_input", "reorder_output")] == [blocked_kind], config
+
+
+def test_channels_last_broadcast_draws_are_binary_ops_with_a_run_per_pixel_or_token():
+    configs = [config for _, config in plan.generate(["channels_last_broadcast"], scale=0.25, seed=1)]
+    assert len(configs) == 30 and {c["op"] for c in configs} == {"Add", "Mul", "Sub", "Div"}
+    for config in configs:
+        shape = config["inputs"][0]["shape"]
+        layer = extract(load_graph(build_model(config, values=False)).nodes[0])
+        runs = math.prod(shape[:-1]) if shape[-1] > 1 else 1  # a one-channel operand is a scalar
+        assert layer.kind == config["op"].lower() and layer.features["spans"] == runs, config
 
 
 @pytest.mark.parametrize("draw, plain_kind", [("odd_pointwise", "conv_1x1"), ("odd_conv", "conv")])

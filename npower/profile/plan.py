@@ -306,6 +306,19 @@ def _elementwise(op: str, arity: int = 1, domain: str = "", attrs: dict | None =
     return draw
 
 
+def _channels_last_broadcast(s: Sampler) -> Config:
+    """A binary op with a per-channel operand on the innermost axis: a channels-last image ([N, H, W, C] by [C],
+    as Keras models normalise their input) or token rows by a bias; onnxruntime's broadcast loop then makes one
+    short run per pixel or token (`features.broadcast_spans`), which the channels-first draws never do."""
+    if s.rng.random() < 0.7:
+        shape = [s.batch(16), *([s.spatial(1, 224)] * 2), s.common_or_log([3, 8, 16, 24, 32, 64, 96, 144], 1, 1024)]
+    else:
+        shape = _rows(s)
+    other = [shape[-1]] if s.rng.random() < 0.5 else [1] * (len(shape) - 1) + [shape[-1]]
+    return {"op": s.choice(["Add", "Mul", "Sub", "Div"]), "attrs": {},
+            "inputs": [_tensor(shape), _tensor(other, True)]}
+
+
 def _concat(s: Sampler) -> Config:
     pieces = s.choice([2, 3, 4, 6], [0.6, 0.15, 0.2, 0.05])
     shape = _activation_shape(s)
@@ -418,6 +431,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "wide_depthwise": (_wide_depthwise, 60),
     "first_conv": (_first_conv, 80),
     "mobile_depthwise": (_mobile_depthwise, 120),
+    "channels_last_broadcast": (_channels_last_broadcast, 120),
 }
 
 
