@@ -192,11 +192,12 @@ register(qualified("Upsample"))(_movement("nchwc_upsample"))
 
 
 def _reorder(kind: str):
-    """ReorderInput/ReorderOutput: a copy between the plain and the blocked layout of one tensor."""
+    """ReorderInput/ReorderOutput: a copy between the plain (NCHW, or NHWC with `channels_last`) and the
+    blocked layout of one tensor."""
     def extractor(node: Node) -> LayerFeatures:
         plain = node.inputs[0].shape if kind == "reorder_input" else node.outputs[0].shape
-        features = {"batch": plain[0], "channels": plain[1], "spatial": _prod(plain[2:]),
-                    "elements": _prod(plain)}
+        channels, spatial = (plain[-1], plain[1:-1]) if node.attrs.get("channels_last") else (plain[1], plain[2:])
+        features = {"batch": plain[0], "channels": channels, "spatial": _prod(spatial), "elements": _prod(plain)}
         return LayerFeatures(kind, _floats(features), _specials(node))
     return extractor
 

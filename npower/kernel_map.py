@@ -4,7 +4,7 @@ The runtime renames what it fuses and adds kernels of its own (the Reshapes arou
 runs the work of the node it is named after (onnxruntime keeps the name, or prefixes it: `fused gemm_29`,
 suffixes it: `matmul_11/MatMulAddFusion`; node names may hold slashes themselves, as Keras's
 `model/block_1/conv`), or after the tensor it writes (NCHWc kernels: `relu_8_nchwc`,
-`batchnormalization_14_bn_nchwc`); failing that,
+`batchnormalization_14_bn_nchwc`, `mul_3_mul_nchwc`); failing that,
 of the node that wrote the original tensor it writes (the `Gelu_token_210` kernel writes the last Mul's
 output); failing that, it belongs with the kernels that read what it writes. An NCHWc reorder belongs to the
 reorder row npower adds for the plain tensor it reads or writes.
@@ -21,6 +21,8 @@ from .runtimes import Fusion
 from .runtimes.ort_layout import reorder_name
 
 RUNTIME_ROW = "(runtime-added)"
+# onnxruntime's names for the NCHWc kernels it makes of a Conv, a BatchNormalization and a per-channel Mul
+NCHWC_SUFFIXES = ("_nchwc", "_bn_nchwc", "_mul_nchwc")
 
 
 def kernel_nodes(profile: KernelProfile, graph: Graph) -> dict[str, str]:
@@ -38,7 +40,7 @@ def kernel_nodes(profile: KernelProfile, graph: Graph) -> dict[str, str]:
             return reorder_name(kernel.op_type, plain[0])
         parts = kernel.name.removeprefix("fused ").split("/")
         for named in ("/".join(parts[:end]) for end in range(len(parts), 0, -1)):  # longest first: Keras names
-            for candidate in (named, named.removesuffix("_nchwc"), named.removesuffix("_bn_nchwc")):  # NCHWc
+            for candidate in (named, *(named.removesuffix(suffix) for suffix in NCHWC_SUFFIXES)):
                 if candidate in names:
                     return candidate
                 if candidate in producer:  # an NCHWc kernel is named after the tensor it writes

@@ -53,7 +53,9 @@ def _signature(op: str, attrs: dict, inputs: list[str], weight: tuple | None) ->
         has_sum = len(inputs) > 3 and bool(inputs[3])
         return op, weight, attrs["group"], has_sum, attrs.get("activation", "")
     if op == f"{NCHWC}:ReorderOutput":
-        return op, attrs["channels"]
+        return op, attrs["channels"], attrs.get("channels_last", 0)
+    if op == f"{NCHWC}:ReorderInput":
+        return op, attrs.get("channels_last", 0)
     return (HOST_OF.get(op, op),)
 
 
@@ -123,7 +125,7 @@ def test_block_layout_on_resnet18():
     convs = {sig: n for sig, n in found.items() if sig[0] == f"{NCHWC}:Conv"}
     assert sum(convs.values()) == 20
     assert sum(n for sig, n in convs.items() if sig[3] and sig[4] == "Relu") == 8
-    assert found[(f"{NCHWC}:ReorderOutput", 512)] == 1 and found[("Add",)] == 0 and found[("Relu",)] == 0
+    assert found[(f"{NCHWC}:ReorderOutput", 512, 0)] == 1 and found[("Add",)] == 0 and found[("Relu",)] == 0
     assert not any(sig[0] == f"{NCHWC}:ReorderInput" for sig in found)
 
 
@@ -179,6 +181,19 @@ CASES = {
                                  (_op("Resize", ["a", "", "sc"], "u", mode="linear"), [("sc", [1, 1, 2, 2])]),
                                  _conv("u", "b", 32, 32, 1),
                                  (_op("Resize", ["b", "", "sc2"], "y", mode="nearest"), [("sc2", [1, 1, 2, 2])])),
+    # channels-last (x read as NHWC: 16 channels): the Transposes to and from channels-last around blocked kernels
+    # are done by their reorders; a Transpose two kernels read, of a plain tensor, or of another permutation stays
+    "transposes_done_by_reorders": _graph(_op("Transpose", ["x"], "t", perm=[0, 3, 1, 2]),
+                                          _conv("t", "a", 16, 16, 7, group=16),
+                                          _op("Transpose", ["a"], "n", perm=[0, 2, 3, 1]),
+                                          (_op("LayerNormalization", ["n", "g", "b"], "l", axis=-1),
+                                           [("g", [16]), ("b", [16])]),
+                                          _op("Transpose", ["l"], "u", perm=[0, 3, 1, 2]), _conv("u", "c", 8, 16, 1),
+                                          _op("Transpose", ["c"], "y", perm=[0, 2, 3, 1])),
+    "transposes_that_stay": _graph(_op("Transpose", ["x"], "t", perm=[0, 3, 1, 2]), _conv("t", "a", 32, 16, 1),
+                                   _conv("t", "b", 16, 16, 3), _op("Transpose", ["x"], "p", perm=[0, 2, 3, 1]),
+                                   _op("Relu", ["p"], "r"), _op("Transpose", ["a"], "q", perm=[0, 1, 3, 2]),
+                                   _op("Transpose", ["b"], "n", perm=[0, 2, 3, 1]), _op("Softmax", ["b"], "s", axis=1)),
 }
 
 
@@ -188,6 +203,8 @@ def case_model(name: str) -> onnx.ModelProto:
     initializers = [numpy_helper.from_array(np.array(shape, np.float32) if name.startswith("sc") else
                                             rng.uniform(0.5, 1.5, shape).astype(np.float32), name)
                     for name, shape in weights]
+    for node in nodes:
+        node.name = node.name or f"{node.op_type}:{node.output[0]}"  # the rows validate --layers maps kernels to
     readers = {i for n in nodes for i in n.input}
     outputs = [o for n in nodes for o in n.output if o not in readers]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 16, 16])],
@@ -199,7 +216,20 @@ def case_model(name: str) -> onnx.ModelProto:
 @pytest.mark.parametrize("name", list(CASES))
 def test_layout_rules_on_small_graphs_are_onnxruntimes(name):
     model = case_model(name)
-    assert npower_signatures(model) == onnxruntime_signatures(executed_graph(model))
+    executed = executed_graph(model)
+    assert npower_signatures(model) == onnxruntime_signatures(executed)
+    assert_kernels_map_to_costed_rows(model, executed)
+
+
+def test_channels_last_reorders_read_channels_from_the_last_axis():
+    graph = load_graph(case_model("transposes_done_by_reorders"))
+    kernels = {k.name: k for k in costed_kernels(graph, ALL)}
+    assert "t" not in {k.outputs[0].name for k in kernels.values() if k.op_type == "Transpose"}
+    into, out_of = kernels["ReorderInput:x"], kernels["ReorderOutput:n"]
+    assert (into.attrs["channels_last"], out_of.attrs["channels_last"]) == (1, 1)
+    for kernel in (into, out_of):
+        layer = extract(kernel)
+        assert (layer.features["channels"], layer.features["spatial"]) == (16, 32 * 16), kernel.name
 
 
 @needs_ort

@@ -25,10 +25,16 @@ zoo network:
 - Identity and Dropout (removed at the basic level) pass a blocked tensor through. Any other
   reader of a blocked tensor, and a graph output, gets a ReorderOutput (one per tensor); a plain
   tensor read by blocked kernels gets one ReorderInput.
+- Channels-last models (Keras exports, ConvNeXt): a Transpose to channels-last (perm 0,2,3,1) of a
+  blocked tensor is done by a ReorderOutput writing channels-last (`channels_last`), besides the
+  tensor's other readers; a Transpose from channels-last (perm 0,3,1,2) whose output only one blocked
+  kernel reads is done by that kernel's ReorderInput reading the channels-last tensor. The Transpose
+  then runs no kernel of its own.
 The fused activation and Sum run in the blocked convolution's epilogue: not costed apart.
-Not modelled: ReorderInput/Output absorbing an NHWC<->NCHW Transpose (channels_last), and a
-tensor read by nodes and also a graph output (npower's graph has no output list: a tensor
-nothing reads is an output).
+Not modelled: a tensor read by nodes and also a graph output (npower's graph has no output list: a
+tensor nothing reads is an output); onnxruntime's transpose optimiser moving a Transpose past element-wise
+ops until it cancels another (ConvNeXt's residual stream stays channels-last: npower costs its Transposes
+from channels-last, a plain Add and a ReorderInput where onnxruntime runs a channels-last ReorderInput).
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ BLOCKED_ACTIVATIONS = CONV_ACTIVATIONS | {"QuickGelu"}
 POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 UPSAMPLE_MODES = {"half_pixel", "align_corners", "asymmetric"}
 PADDABLE = 4  # a blocked input's channel count is padded to a block only from a multiple of 4
+TO_CHANNELS_LAST, FROM_CHANNELS_LAST = [0, 2, 3, 1], [0, 3, 1, 2]  # the Transposes a reorder absorbs
 
 
 def reorder_name(op_type: str, tensor: str) -> str:
@@ -79,10 +86,12 @@ class Layout:
     fusions: dict[str, Fusion]
     blocked: dict[str, Blocked] = field(default_factory=dict)  # original tensor name -> blocked
     reorder_in: dict[str, Node] = field(default_factory=dict)   # plain tensor name -> ReorderInput
+    to_channels_last: list[Node] = field(default_factory=list)  # ReorderOutputs that do a Transpose
 
     def __post_init__(self) -> None:
         self.readers = self.graph.consumers()
-        self.produced = {t.name for node in self.graph.nodes for t in node.outputs}
+        self.producer = {t.name: node for node in self.graph.nodes for t in node.outputs}
+        self.produced = set(self.producer)
         order = {node.name: index for index, node in enumerate(self.graph.nodes)}
         self.group: dict[str, list[Node]] = {}
         for node in self.graph.nodes:
@@ -118,9 +127,22 @@ class Layout:
             return self.blocked[tensor.name].tensor
         if tensor.name not in self.reorder_in:
             out = _blocked_tensor(tensor, tensor.shape[1])
-            self.reorder_in[tensor.name] = Node(reorder_name("ReorderInput", tensor.name), "ReorderInput", NCHWC,
-                                                [tensor], [out], {"channels_last": 0})
+            nhwc = self.channels_last_source(tensor)
+            plain = nhwc if nhwc is not None else tensor
+            self.reorder_in[tensor.name] = Node(reorder_name("ReorderInput", plain.name), "ReorderInput", NCHWC,
+                                                [plain], [out], {"channels_last": int(nhwc is not None)})
         return self.reorder_in[tensor.name].outputs[0]
+
+    def channels_last_source(self, tensor: Tensor) -> Tensor | None:
+        """The channels-last tensor a ReorderInput reads instead of `tensor`, where `tensor` is the output of a
+        Transpose from channels-last, a kernel of its own, that only this reorder's kernel reads; the Transpose
+        becomes free."""
+        node = self.producer.get(tensor.name)
+        if node is None or node.op_type != "Transpose" or list(node.attrs.get("perm", ())) != FROM_CHANNELS_LAST \
+                or self.fusions.get(node.name) is not None or self.uses(tensor) != 1 or not _four_d(tensor):
+            return None
+        self.fusions[node.name] = Fusion(free=True, why="done by the ReorderInput reading its input")
+        return node.inputs[0]
 
     def plain_input(self, tensor: Tensor) -> Tensor:
         if tensor.name in self.blocked:
@@ -148,7 +170,7 @@ class Layout:
         outputs = [Node(reorder_name("ReorderOutput", name), "ReorderOutput", NCHWC, [b.tensor],
                         [_plain(b.tensor, name, b.channels)], {"channels": b.channels, "channels_last": 0})
                    for name, b in self.blocked.items() if b.plain_needed or name not in self.readers]
-        return list(self.reorder_in.values()) + outputs
+        return list(self.reorder_in.values()) + outputs + self.to_channels_last
 
 
 def _blocked_tensor(tensor: Tensor, channels: int) -> Tensor:
@@ -250,6 +272,19 @@ def _upsample(layout: Layout, node: Node, kernel: Node) -> bool:
     return True
 
 
+def _transpose(layout: Layout, node: Node, kernel: Node) -> bool:
+    """A blocked tensor transposed to channels-last: a ReorderOutput writes the Transpose's output."""
+    x, y = kernel.inputs[0], kernel.outputs[0]
+    if x.name not in layout.blocked or list(kernel.attrs.get("perm", ())) != TO_CHANNELS_LAST \
+            or len(layout.group[node.name]) != 1:
+        return False
+    source = layout.blocked[x.name]
+    layout.fusions[node.name] = Fusion(free=True, why="done by a ReorderOutput to channels-last")
+    layout.to_channels_last.append(Node(reorder_name("ReorderOutput", y.name), "ReorderOutput", NCHWC,
+                                        [source.tensor], [y], {"channels": source.channels, "channels_last": 1}))
+    return True
+
+
 def _fusable(blocked: Blocked) -> bool:
     """An nchwc Conv that nothing else reads and that has no activation yet."""
     return blocked.conv is not None and "activation" not in blocked.conv.attrs and blocked.uses == 1
@@ -332,7 +367,7 @@ def _elided(layout: Layout, node: Node, kernel: Node) -> bool:
 
 HANDLERS: dict[str, Handler] = {"Conv": _conv, "BatchNormalization": _batchnorm, "Resize": _upsample,
                                 "Add": _add, "Sum": _add, "Mul": _mul, "Concat": _concat,
-                                "Identity": _elided, "Dropout": _elided,
+                                "Identity": _elided, "Dropout": _elided, "Transpose": _transpose,
                                 **{op: _pool for op in POOLS}, **{op: _activation for op in BLOCKED_ACTIVATIONS}}
 
 
