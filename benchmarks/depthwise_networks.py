@@ -10,7 +10,8 @@ the layer's kind is scored against it, per band of activation size (input + outp
 - RMS of log(predicted / in-network), in %;
 - total: the predicted sum over the in-network sum.
 With `--single-node`, the same layers are also timed alone in the two cache states the profiler uses
-(`npower.profile.cache_state`), and the geometric mean the fit takes is scored like a pack.
+(`npower.profile.cache_state`); each state and the weighted geometric mean the fit takes are scored like a pack,
+and the weight of the evicted state that would leave no bias over all layers is printed.
 Run: python benchmarks/depthwise_networks.py --packs PACK [PACK ...] [--seeds 100 150] [--single-node]
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from npower.netbuilder import NetBuilder
 from npower.pack import Pack, find_pack
 from npower.predict import predict
 from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.profile.cache_state import BETWEEN_STATES_KINDS, reads_weight_matrix
+from npower.profile.cache_state import BETWEEN_STATES_KINDS, EVICTED_WEIGHT, between_states_ms, reads_weight_matrix
 from npower.profile.harvest import node_config
 from npower.validate import profile_layers
 from npower.zoo import _conv_bn_relu
@@ -72,8 +73,7 @@ def depthwise_layers(seed: int, packs: list[Pack], backend: OrtCpuBackend, singl
                  "packs": [by_name[row["name"]].ms for by_name in predictions]}
         if single_node:
             config = node_config(node, {})
-            hot, evicted = (single_node_ms(backend, config, evicted=state) for state in (False, True))
-            layer["between_states"] = math.sqrt(hot * evicted)
+            layer["hot"], layer["evicted"] = (single_node_ms(backend, config, evicted=state) for state in (False, True))
         layers.append(layer)
     return layers
 
@@ -113,9 +113,16 @@ def main() -> None:
     print(f"{'':32s} " + " ".join(f"{f'{band} ({count})':>22s}" for band, count in zip(bands, counts)))
     scored = [(name[-32:], lambda layer, i=i: layer["packs"][i]) for i, name in enumerate(args.packs)]
     if args.single_node:
-        scored.append(("single node, between states", lambda layer: layer["between_states"]))
+        scored += [("single node, hot", lambda layer: layer["hot"]),
+                   ("single node, evicted", lambda layer: layer["evicted"]),
+                   (f"single node, between ({EVICTED_WEIGHT:g} ev.)",
+                    lambda layer: between_states_ms(layer["evicted"], layer["hot"]))]
     for name, predicted in scored:
         print(f"{name:32s} " + " ".join(score(layers, predicted)))
+    if args.single_node:
+        hot, evicted = (np.mean([math.log(layer[state] / layer["in_network"]) for layer in layers])
+                        for state in ("hot", "evicted"))
+        print(f"evicted weight that leaves no bias over all layers: {hot / (hot - evicted):.2f}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def _chosen_state(row: dict) -> str | None:
 
 
 BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
+EVICTED_WEIGHT = 0.5  # of the evicted state in the between-states time (0.5: the geometric mean of the two)
 GRAPH_INPUT = "@graph_input"
 
 
@@ -100,9 +101,15 @@ def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
         return max(ms - overhead_ms, 0.1 * ms)
     states, chosen = row.get("states") or {}, _chosen_state(row)
     if row.get("kind") in BETWEEN_STATES_KINDS and chosen == "evicted" and {"evicted", "hot"} <= states.keys():
-        return math.sqrt(less_overhead(float(states["evicted"]["median_ms"]))
-                         * less_overhead(float(states["hot"]["median_ms"])))
+        return between_states_ms(less_overhead(float(states["evicted"]["median_ms"])),
+                                 less_overhead(float(states["hot"]["median_ms"])))
     return less_overhead(float(states[chosen]["median_ms"] if chosen in states else row["median_ms"]))
+
+
+def between_states_ms(evicted_ms: float, hot_ms: float) -> float:
+    """A depthwise kernel's time inside a network from its two single-node states: their geometric mean,
+    weighted by EVICTED_WEIGHT."""
+    return evicted_ms ** EVICTED_WEIGHT * hot_ms ** (1.0 - EVICTED_WEIGHT)
 
 
 class InNetworkCacheState:
