@@ -34,7 +34,8 @@ The fused activation and Sum run in the blocked convolution's epilogue: not cost
 Not modelled: a tensor read by nodes and also a graph output (npower's graph has no output list: a
 tensor nothing reads is an output); onnxruntime's transpose optimiser moving a Transpose past element-wise
 ops until it cancels another (ConvNeXt's residual stream stays channels-last: npower costs its Transposes
-from channels-last, a plain Add and a ReorderInput where onnxruntime runs a channels-last ReorderInput).
+from channels-last, a plain Add and a ReorderInput where onnxruntime runs a channels-last ReorderInput); and
+the ReorderOutput onnxruntime adds for a blocked tensor read through a Transpose pair that cancels.
 """
 from __future__ import annotations
 
@@ -91,7 +92,6 @@ class Layout:
     def __post_init__(self) -> None:
         self.readers = self.graph.consumers()
         self.producer = {t.name: node for node in self.graph.nodes for t in node.outputs}
-        self.produced = set(self.producer)
         order = {node.name: index for index, node in enumerate(self.graph.nodes)}
         self.group: dict[str, list[Node]] = {}
         for node in self.graph.nodes:
@@ -249,7 +249,7 @@ def _pool(layout: Layout, node: Node, kernel: Node) -> bool:
     x = kernel.inputs[0]
     if not _four_d(x) or x.shape[1] % BLOCK or len(kernel.outputs) != 1:
         return False
-    if kernel.op_type.startswith("Global") and x.name not in layout.blocked and x.name in layout.produced:
+    if kernel.op_type.startswith("Global") and x.name not in layout.blocked and x.name in layout.producer:
         return False
     pool = Node(node.name, kernel.op_type, NCHWC, [layout.blocked_input(x)], [], dict(kernel.attrs))
     pool.outputs.append(layout.write(node.name, layout.tail[node.name], x.shape[1]))
