@@ -37,8 +37,8 @@ from npower.predict import model_columns
 from npower.profile.repeats import pool_runs
 from npower.profile.store import read_samples
 
-KINDS = ("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_nchw", "conv", "conv_1x1", "conv_dw", "gemm",
-         "matmul")
+KINDS = ("nchwc_conv", "nchwc_conv_1x1", "nchwc_conv_dw", "nchwc_conv_dw_1x1", "nchwc_conv_nchw", "conv", "conv_1x1",
+         "conv_dw", "gemm", "matmul")
 MIN_LAYERS = 5
 
 

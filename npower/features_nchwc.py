@@ -5,7 +5,10 @@ with AVX2; 16 on the machine the CPU pack is made on, read from onnxruntime's op
 Its kernels are registered here under their qualified name (`com.microsoft.nchwc:Conv`): they
 run other algorithms than the ONNX ops of the same name, so they have kinds of their own. The
 convolution picks one of four MLAS algorithms, as MLAS does: depthwise, NCHW input (fewer input
-channels than a block), pointwise (1x1, no padding) and the general blocked one. MLAS skips the
+channels than a block), pointwise (1x1, no padding) and the general blocked one. A 1x1 depthwise conv
+(a BatchNormalization or per-channel Mul inside a blocked region) runs MLAS's depthwise kernel but is a
+stream over memory, with no window: it has a kind of its own (`nchwc_conv_dw_1x1`); a pack fitted before
+that kind existed costs it with its broader kind's model (`BROADER_KIND`). MLAS skips the
 kernel taps that fall on the zero padding, so these kinds also see `valid_macs`, the multiply-adds
 that read the input (a 3x3 kernel over a 1-pixel-high map does a third of its nominal work),
 `weight_touched`, the weights those taps load (what bounds a conv whose output is a few pixels), the
@@ -22,6 +25,8 @@ from .graph import Node
 
 NCHWC = "com.microsoft.nchwc"
 BLOCK = 16
+# kinds split off a broader one: a pack without the narrower kind's model costs it with the broader kind's
+BROADER_KIND = {"nchwc_conv_dw_1x1": "nchwc_conv_dw"}
 
 
 def qualified(op_type: str) -> str:
@@ -177,9 +182,11 @@ def _nchwc_conv(node: Node) -> LayerFeatures:
     groups = int(node.attrs.get("group", 1))
     plain.features["row_calls"] = float(row_calls(node.inputs[0].shape, w, node.outputs[0].shape, groups))
     pointwise = _prod(w[2:]) == 1 and not any(node.attrs["pads"])
-    kind = "nchwc_conv_dw" if groups > 1 and w[1] == 1 else "nchwc_conv_nchw" if groups == 1 and w[1] < BLOCK \
-        else "nchwc_conv_1x1" if pointwise else "nchwc_conv"
-    if kind != "nchwc_conv_dw":
+    if groups > 1 and w[1] == 1:
+        kind = "nchwc_conv_dw_1x1" if pointwise else "nchwc_conv_dw"
+    else:
+        kind = "nchwc_conv_nchw" if groups == 1 and w[1] < BLOCK else "nchwc_conv_1x1" if pointwise else "nchwc_conv"
+    if not kind.startswith("nchwc_conv_dw"):
         plain.features.update(kernel_steps(node, groups))
     return LayerFeatures(kind, plain.features, plain.specials)
 

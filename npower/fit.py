@@ -60,6 +60,8 @@ FIT_FEATURES = {
     # aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
     **dict.fromkeys(("nchwc_conv", "nchwc_conv_dw", "nchwc_conv_nchw"), _NCHWC_FEATURES),
+    # a per-channel scale in the blocked layout: a stream over the tensor, a kernel call per row of 16 channels
+    "nchwc_conv_dw_1x1": ["batch", "groups", "out_w", "stride_h", "row_calls", "in_elems", "out_elems", "total_bytes"],
     "nchwc_conv_1x1": [f for f in _NCHWC_FEATURES if f != "input_read"] + _FIRST_READS,  # input_read: their sum
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems"],
@@ -446,7 +448,7 @@ def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]
     return {"measured": [run.header.get("created") for _, run in runs],
             "samples_files": [name for name, _ in runs],
             "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
-                       "measured it; device numbers are the runs' mean",
+                       "measured it; device numbers are the runs' mean, weighted by the rows each measured",
             "repeat_noise_pct": noise,
             "repeat_noise": "run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard "
                             "deviation of log2 runtime"}

@@ -16,6 +16,7 @@ import numpy as np
 from .device_features import derive as derive_device_features
 from .errors import NpowerError
 from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
+from .features_nchwc import BROADER_KIND
 from .graph import Graph, Node
 from .pack import Pack
 from .profile.cache_state import base_kind, graph_input_kind
@@ -94,10 +95,13 @@ def _first_graph_input_readers(graph: Graph, nodes: list[Node], rows: list[Layer
 def _model_kind(pack: Pack, layer: LayerFeatures, reads_graph_input: bool) -> str:
     """The pack's model for a node: the graph-input variant of its kind where the node is the first to read a graph
     input (from memory, one inference after it was written), the pack fitted one and the layer lies inside what its
-    samples covered (it was fitted on images' first convs only); else the kind's own."""
+    samples covered (it was fitted on images' first convs only); else the kind's own, or where the pack has none
+    and the kind was split off a broader one (`BROADER_KIND`), the broader kind's."""
     variant = graph_input_kind(layer.kind)
     if reads_graph_input and variant in pack.models and _inside_samples(pack, variant, layer.values()):
         return variant
+    if layer.kind not in pack.models and BROADER_KIND.get(layer.kind) in pack.models:
+        return BROADER_KIND[layer.kind]
     return layer.kind
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import linear_pack, single_node_model
 from npower import fit
-from npower.profile.repeats import runtime_target_ms, trace_overheads
+from npower.profile.repeats import pooled_device, runtime_target_ms, trace_overheads
 from npower.profile.store import SampleFile
 from npower.device_features import derive
 from npower.graph import load_graph
@@ -96,6 +96,16 @@ def test_a_run_from_before_the_overhead_was_measured_takes_the_measuring_runs_me
             for name, value in (("a", None), ("b", 0.001), ("c", 0.002))]
     assert trace_overheads(runs) == pytest.approx([0.0015, 0.001, 0.002])
     assert trace_overheads(runs[:1]) == [0.0]  # nobody measured it: nothing is taken off
+
+
+def test_pooled_runs_device_numbers_are_weighted_by_the_rows_each_measured():
+    """A whole-plan run of 30 rows at 100 GFLOP/s and a short run of 10 at 200: 125, not their mean 150;
+    numbers a run lacks and non-float fields are left to the runs that have them."""
+    def run(peak: float | None, rows: int) -> SampleFile:
+        device = {"name": "cpu", "cores": 2, **({} if peak is None else {"peak_gflops": peak})}
+        return SampleFile({"device": device}, [{"key": str(i)} for i in range(rows)])
+    device = pooled_device([("a", run(100.0, 30)), ("b", run(200.0, 10)), ("c", run(None, 50))])
+    assert device == {"name": "cpu", "cores": 2, "peak_gflops": 125.0}
 
 
 def test_work_form_is_a_non_negative_sum_of_amounts_of_work():

@@ -27,8 +27,11 @@ from npower.cli import main
 from npower.features import extract
 from npower.features_nchwc import NCHWC, valid_macs, weight_touched
 from npower.fit import current_layer
-from npower.graph import Node, load_graph
+from npower.graph import Graph, Node, load_graph
 from npower.kernel_map import kernel_nodes
+from npower.pack import KindModels
+from npower.polynomial import SparsePolynomial
+from npower.predict import predict
 from npower.profile.backends import KernelProfile, KernelTime
 from npower.profile.cache_state import InNetworkCacheState
 from npower.profile import plan
@@ -324,6 +327,25 @@ def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int], group: 
     return load_graph(model).nodes[0]
 
 
+def test_a_1x1_depthwise_conv_has_a_kind_of_its_own_that_older_packs_cost_as_depthwise():
+    """A 1x1 depthwise conv (a BatchNormalization in a blocked region) is a stream over the tensor, not a window:
+    `nchwc_conv_dw_1x1`, a 3x3 one `nchwc_conv_dw`. A pack fitted before the split has no model of the 1x1 kind
+    and costs it with the depthwise model; a pack with one uses it."""
+    scale = _nchwc_conv((1, 64, 28, 28), (64, 1, 1, 1), [0, 0, 0, 0], [1, 1], group=64)
+    window = _nchwc_conv((1, 64, 28, 28), (64, 1, 3, 3), [1, 1, 1, 1], [1, 1], group=64)
+    assert (extract(scale).kind, extract(window).kind) == ("nchwc_conv_dw_1x1", "nchwc_conv_dw")
+    graph = Graph("g", 17, [scale, window], [])
+    pack = linear_pack()
+    pack.models["nchwc_conv_dw"] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(1e-6, {"out_elems": 1})]))
+    rows = predict(graph, pack, fusion=False)
+    assert [(row.kind, row.source, row.ms) for row in rows] == [
+        ("nchwc_conv_dw_1x1", "fitted", pytest.approx(1e-6 * 64 * 28 * 28)),
+        ("nchwc_conv_dw", "fitted", pytest.approx(1e-6 * 64 * 28 * 28))]
+    pack.models["nchwc_conv_dw_1x1"] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(3e-6, {"out_elems": 1})]))
+    assert [row.ms for row in predict(graph, pack, fusion=False)] == pytest.approx([3e-6 * 64 * 28 * 28,
+                                                                                   1e-6 * 64 * 28 * 28])
+
+
 @pytest.mark.parametrize("x, w, pads, strides, taps, touched", [
     # 3x3, pad 1 over a 1-pixel-high map: only the middle kernel row reads it (1 of 3 rows);
     # along the width, 128 outputs x 3 taps less the 2 that fall on the left and right padding
@@ -411,6 +433,12 @@ def _wide_kernels_both_strides(configs: list[dict]) -> bool:
         {c["attrs"]["strides"][0] for c in configs} == {1, 2}
 
 
+def _blocked_channel_scales(configs: list[dict]) -> bool:
+    """Channels in blocks of 16, each with one 1x1 filter tap, with and without a shift."""
+    return all(c["inputs"][0]["shape"][1] % 16 == 0 and c["inputs"][1]["shape"] == [c["attrs"]["group"], 1, 1, 1]
+               for c in configs) and {len(c["inputs"]) for c in configs} == {2, 3}
+
+
 def _mobile_stages(configs: list[dict]) -> bool:
     """Mobile networks' feature maps (7-80 pixels a side) at batch 1-8, channels in blocks of 16, all three kernels."""
     shapes = [config["inputs"][0]["shape"] for config in configs]
@@ -421,7 +449,8 @@ def _mobile_stages(configs: list[dict]) -> bool:
 @pytest.mark.parametrize("draw, blocked_kind, count, covers", [
     ("narrow_pointwise", "nchwc_conv_1x1", 20, _few_output_blocks),
     ("wide_depthwise", "nchwc_conv_dw", 12, _wide_kernels_both_strides),
-    ("mobile_depthwise", "nchwc_conv_dw", 24, _mobile_stages)])
+    ("mobile_depthwise", "nchwc_conv_dw", 24, _mobile_stages),
+    ("channel_scale", "nchwc_conv_dw_1x1", 24, _blocked_channel_scales)])
 def test_narrow_pointwise_and_depthwise_draws_are_the_blocked_kinds_they_cover(draw, blocked_kind, count, covers):
     configs = [config for kind, config in plan.generate([draw], scale=0.2, seed=1)]
     assert len(configs) == count and covers(configs)
@@ -438,6 +467,17 @@ def test_channels_last_broadcast_draws_are_binary_ops_with_a_run_per_pixel_or_to
         layer = extract(load_graph(build_model(config, values=False)).nodes[0])
         runs = math.prod(shape[:-1]) if shape[-1] > 1 else 1  # a one-channel operand is a scalar
         assert layer.kind == config["op"].lower() and layer.features["spans"] == runs, config
+
+
+def test_decoder_upsampling_draws_double_the_side_with_a_plain_transposed_conv():
+    configs = [config for _, config in plan.generate(["decoder_upsampling"], scale=0.25, seed=1)]
+    assert len(configs) == 30 and {tuple(c["attrs"]["kernel_shape"]) for c in configs} == {(2, 2), (3, 3), (4, 4)}
+    for config in configs:
+        kernels = [k for k in costed_kernels(load_graph(build_model(config, values=False)), ALL)
+                   if extract(k).kind != "free"]
+        (kernel,) = kernels
+        assert extract(kernel).kind == "conv_transpose", config
+        assert kernel.outputs[0].shape[2:] == tuple(2 * side for side in kernel.inputs[0].shape[2:]), config
 
 
 @pytest.mark.parametrize("draw, plain_kind", [("odd_pointwise", "conv_1x1"), ("odd_conv", "conv")])

@@ -138,7 +138,7 @@ def test_fit_pools_repeated_runs_and_reports_their_noise(tmp_path, capsys):
     assert pack.provenance["samples_files"] == ["a.jsonl", "b.jsonl"]
     assert pack.models["relu"].runtime.fit["samples"] == 41
     assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx((2 ** (2 / np.sqrt(2)) - 1) * 100, abs=0.01)
-    assert pack.device["peak_gflops"] == pytest.approx(250.0)
+    assert pack.device["peak_gflops"] == pytest.approx((100 * 40 + 400 * 41) / 81, abs=0.01)  # weighted by rows
     elements = np.array([1e3, 1e5, 1e6])
     predicted = pack.models["relu"].runtime.predict({"elements": elements, "inputs": np.ones(3),
                                                      "broadcast": np.zeros(3), "in_elems": elements})

@@ -86,6 +86,28 @@ def _conv(s: Sampler, transpose: bool = False) -> Config:
     return {"op": "ConvTranspose" if transpose else "Conv", "attrs": attrs, "inputs": inputs}
 
 
+# Decoders' upsampling ConvTransposes at stride 2: U-Net's 2x2, DCGAN's and pix2pix's 4x4 pad 1, FCN's and
+# segmentation heads' 3x3 pad 1 with an output padding of 1 (each doubles the side)
+UPSAMPLINGS = ({"kernel_shape": [2, 2], "pads": [0, 0, 0, 0]}, {"kernel_shape": [4, 4], "pads": [1, 1, 1, 1]},
+               {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "output_padding": [1, 1]})
+DECODER_ELEMENTS = 2 ** 24  # at most 64 MiB an input
+
+
+def _decoder_upsampling(s: Sampler) -> Config:
+    """A decoder's ConvTranspose (`UPSAMPLINGS`) from 32-1024 channels to half as many (to as many, or to an
+    image's 1-3 channels now and then), over a 4-128 pixel side at batch 1-16: the general draw's transposed
+    convs are mostly shapes no network has (stride 1, 1x1 kernels)."""
+    cin = s.choice([32, 64, 128, 256, 512, 1024])
+    cout = s.choice([cin // 2, cin, s.choice([1, 3])], [0.7, 0.2, 0.1])
+    batch = s.choice([1, 2, 4, 8, 16], [0.4, 0.2, 0.2, 0.1, 0.1])
+    side = max(4, min(s.choice([4, 7, 8, 14, 16, 28, 32, 56, 64, 128]), math.isqrt(DECODER_ELEMENTS // (batch * cin))))
+    attrs = {**s.choice(UPSAMPLINGS), "strides": [2, 2], "group": 1}
+    inputs = [_tensor([batch, cin, side, side]), _tensor([cin, cout, *attrs["kernel_shape"]], True)]
+    if s.rng.random() < 0.8:
+        inputs.append(_tensor([cout], True))
+    return {"op": "ConvTranspose", "attrs": attrs, "inputs": inputs}
+
+
 def _depthwise(s: Sampler, channels: int, kernel_weights: list[float], batch_high: int,
                stride_weights: tuple[float, float] = (0.7, 0.3)) -> Config:
     """A 2-D "same"-padded depthwise conv over `channels`: kernel 3, 5 or 7, stride 1 or 2."""
@@ -133,6 +155,23 @@ def _mobile_depthwise(s: Sampler) -> Config:
              "dilations": [1, 1]}
     return {"op": "Conv", "attrs": attrs, "inputs": [_tensor([batch, channels, side, side]),
                                                      _tensor([channels, 1, k, k], True), _tensor([channels], True)]}
+
+
+CHANNEL_SCALE_ELEMENTS = 2 ** 26  # at most 256 MiB a tensor
+
+
+def _channel_scale(s: Sampler) -> Config:
+    """A per-channel scale (and shift) over a multiple of 16 channels: inside a blocked region onnxruntime runs a
+    BatchNormalization (pre-activation ResNets, DenseNet's 58) or a Mul by per-channel constants as a 1x1
+    depthwise conv (`nchwc_conv_dw_1x1`), a stream over the tensor that only rare general conv draws reach."""
+    channels = 16 * s.log_int(1, 128)
+    batch = s.choice([1, 2, 4, 8, 16, 32], [0.4, 0.15, 0.2, 0.1, 0.1, 0.05])
+    side = max(1, min(s.spatial(1, 224), math.isqrt(CHANNEL_SCALE_ELEMENTS // (batch * channels))))
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0], "group": channels, "dilations": [1, 1]}
+    inputs = [_tensor([batch, channels, side, side]), _tensor([channels, 1, 1, 1], True)]
+    if s.rng.random() < 0.7:  # a BatchNormalization's shift; a Mul has none
+        inputs.append(_tensor([channels], True))
+    return {"op": "Conv", "attrs": attrs, "inputs": inputs}
 
 
 def _narrow_pointwise(s: Sampler) -> Config:
@@ -432,6 +471,8 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "first_conv": (_first_conv, 80),
     "mobile_depthwise": (_mobile_depthwise, 120),
     "channels_last_broadcast": (_channels_last_broadcast, 120),
+    "channel_scale": (_channel_scale, 120),
+    "decoder_upsampling": (_decoder_upsampling, 120),
 }
 
 

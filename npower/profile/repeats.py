@@ -95,15 +95,17 @@ def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
 
 def pooled_device(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:
     """The first run's device block; with several runs, its measured float numbers (peak, bandwidth)
-    averaged over the runs that have them."""
+    averaged over the runs that have them, each weighted by the rows it measured: a short run of a few
+    configs moves the machine's reference no more than it moves the fit."""
     device = dict(runs[0][1].header.get("device", {}))
     if len(runs) == 1:
         return device
     for key, value in device.items():
-        values = [run.header.get("device", {}).get(key) for _, run in runs]
-        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if isinstance(value, float):
-            device[key] = round(math.fsum(numbers) / len(numbers), 2)
+        if not isinstance(value, float):
+            continue
+        pairs = [(run.header.get("device", {}).get(key), max(len(run.samples), 1)) for _, run in runs]
+        numbers = [(float(v), rows) for v, rows in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        device[key] = round(math.fsum(v * rows for v, rows in numbers) / math.fsum(rows for _, rows in numbers), 2)
     return device
 
 
