@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from npower import __version__, zoo  # noqa: E402
 from npower.errors import NpowerError  # noqa: E402
 from npower.profile.backends import TimingPolicy  # noqa: E402
-from npower.profile.runner import Budget, Planned, make_plan, measure_peaks, without_graph_inputs  # noqa: E402
+from npower.profile.runner import Budget, Planned, make_plan, measure_peaks, untraced_plan  # noqa: E402
 from npower.profile.store import SampleWriter, read_samples  # noqa: E402
 
 FILES = ("campaign.jsonl", "networks.jsonl", "samples.jsonl", "power.jsonl")
@@ -113,7 +113,7 @@ def networks_plan(args: argparse.Namespace) -> list[tuple[str, str, int, int | N
 
 def sample_plan(args: argparse.Namespace) -> list[Planned]:
     kinds = _names(args.kinds) if args.kinds else None
-    return without_graph_inputs(make_plan(args.scale, args.seed, kinds, [], GPU_BUDGET))  # a GPU traces no kernels
+    return untraced_plan(make_plan(args.scale, args.seed, kinds, [], GPU_BUDGET))  # a GPU traces no kernels
 
 
 def sample_seconds(item: Planned, power_s: float = 0.0) -> float:

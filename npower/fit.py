@@ -28,7 +28,7 @@ from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature
-from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
+from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
 from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.store import SampleFile, read_samples
@@ -347,10 +347,9 @@ def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
 
 def _extracted_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
     from .features import FREE, UNKNOWN, UNRESOLVED, extract
-    from .graph import load_graph
-    from .profile.build import build_model
+    from .profile.build import configured_node
     try:
-        layer = extract(load_graph(build_model(row["config"], values=False)).nodes[0])
+        layer = extract(configured_node(row["config"]))
         if layer.kind not in (FREE, UNKNOWN, UNRESOLVED):
             return layer.kind, layer.values()
     except (NpowerError, KeyError, TypeError, ValueError):
@@ -383,6 +382,7 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
     for sample in pool_runs(runs):
         kind, values = current_layer(sample.row)
         by_kind.setdefault(kind, []).append((sample, values))
+    inside = inside_graph_only(by_kind)
     models: dict[str, KindModels] = {}
     table, counts, ranges, noise = [], {}, {}, {}
     for kind in sorted(by_kind):
@@ -436,8 +436,25 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
                                             "geometric mean of the evicted and hot states; kinds ending "
                                             f"{GRAPH_INPUT}: kernels reading a graph input, evicted without "
                                             "reading it back")
+    if inside:
+        provenance["fit"]["mid_graph"] = {kind: f"fitted on the {kept} of {total} samples timed between two plain "
+                                                f"kernels (a single-node graph's read the input or write the output)"
+                                          for kind, (kept, total) in inside.items()}
     pack = Pack(name, device, header.get("runtime", {}), models, provenance)
     return pack, table
+
+
+def inside_graph_only(by_kind: dict[str, list[tuple[PooledSample, dict[str, float]]]]) -> dict[str, tuple[int, int]]:
+    """Keep only the samples timed inside a graph (`mid_graph`) of the `GRAPH_EDGE_KINDS` that have some, in place;
+    returns kind -> (samples kept, samples before)."""
+    kept = {}
+    for kind in GRAPH_EDGE_KINDS:
+        entries = by_kind.get(kind, [])
+        inside = [(sample, values) for sample, values in entries if sample.row.get("mid_graph")]
+        if inside:
+            kept[kind] = (len(inside), len(entries))
+            by_kind[kind] = inside
+    return kept
 
 
 def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import linear_pack, single_node_model
 from npower import fit
-from npower.profile.repeats import pooled_device, runtime_target_ms, trace_overheads
+from npower.profile.repeats import PooledSample, pooled_device, runtime_target_ms, trace_overheads
 from npower.profile.store import SampleFile
 from npower.device_features import derive
 from npower.graph import load_graph
@@ -106,6 +106,19 @@ def test_pooled_runs_device_numbers_are_weighted_by_the_rows_each_measured():
         return SampleFile({"device": device}, [{"key": str(i)} for i in range(rows)])
     device = pooled_device([("a", run(100.0, 30)), ("b", run(200.0, 10)), ("c", run(None, 50))])
     assert device == {"name": "cpu", "cores": 2, "peak_gflops": 125.0}
+
+
+def test_reorders_are_fitted_on_samples_timed_inside_a_graph_where_there_are_some():
+    """A reorder kind with samples timed between two plain kernels keeps only those; one without keeps all; other
+    kinds keep all (their single-node samples meet a network's state)."""
+    def entries(flags: list[bool]) -> list:
+        return [(PooledSample({"key": str(i), **({"mid_graph": True} if flag else {})}, [0.0]), {})
+                for i, flag in enumerate(flags)]
+    by_kind = {"reorder_input": entries([False, True, False, True]), "reorder_output": entries([False, False]),
+               "nchwc_conv_dw_1x1": entries([True, False])}
+    assert fit.inside_graph_only(by_kind) == {"reorder_input": (2, 4)}
+    assert [sample.row["key"] for sample, _ in by_kind["reorder_input"]] == ["1", "3"]
+    assert (len(by_kind["reorder_output"]), len(by_kind["nchwc_conv_dw_1x1"])) == (2, 2)
 
 
 def test_work_form_is_a_non_negative_sum_of_amounts_of_work():

@@ -35,7 +35,7 @@ from npower.predict import predict
 from npower.profile.backends import KernelProfile, KernelTime
 from npower.profile.cache_state import InNetworkCacheState
 from npower.profile import plan
-from npower.profile.build import build_model
+from npower.profile.build import build_model, configured_node
 from npower.profile.ort_trace import costed_kernels, op_name
 from npower.runtimes import RULE_SETS
 
@@ -291,13 +291,14 @@ def test_first_conv_samples_read_their_input_from_memory_and_fit_a_kind_of_their
     assert read_back == [{"x0"}] and not any(row.get("graph_input") for row in rows)
 
 
-def test_backends_that_trace_no_kernels_skip_graph_input_configs(tmp_path):
+def test_backends_that_trace_no_kernels_skip_graph_input_and_wrapped_configs(tmp_path):
     """At the extended level onnxruntime runs a single-node graph as one kernel and the profiler times it as a
-    whole, reading its inputs back: a `first_conv` config would be an ordinary conv sample, so it is skipped."""
+    whole, reading its inputs back: a `first_conv` config would be an ordinary conv sample, and a wrapped one
+    (`mid_graph_reorders`) would add its Negs' time to the conv's, so both are skipped."""
     samples = tmp_path / "extended.jsonl"
     assert main(["profile", "-o", str(samples), "--optimization", "extended", "--scale", "0.02", "--kinds",
-                 "first_conv,relu", "--min-runs", "3", "--min-seconds", "0.01", "--max-seconds", "0.05",
-                 "--quiet"]) == 0
+                 "first_conv,mid_graph_reorders,relu", "--min-runs", "3", "--min-seconds", "0.01",
+                 "--max-seconds", "0.05", "--quiet"]) == 0
     rows = [json.loads(line) for line in samples.read_text().splitlines()[1:]]
     assert rows and {row["kind"] for row in rows} == {"relu"}
 
@@ -313,6 +314,25 @@ def test_packs_list_and_analyze_header_name_the_level(tmp_path, capsys):
     assert main(["analyze", str(model), "--gpu", "levelpack", "--profiles", str(tmp_path)]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "onnxruntime 0 CPUExecutionProvider (all) x1 fp32" in header
+
+
+@needs_ort
+def test_mid_graph_reorders_are_sampled_between_two_plain_kernels(tmp_path):
+    """A wrapped config runs Neg -> ReorderInput -> blocked kernel -> ReorderOutput -> Neg: the rules predict the
+    five kernels onnxruntime runs, the Negs are timed but not sampled, and the other rows say they were timed
+    inside a graph; features come from the configured node, not from the Neg before it."""
+    config = next(config for _, config in plan.generate(["mid_graph_reorders"], scale=0.01, seed=1))
+    assert [node.op_type for node in load_graph(build_model(config, values=False)).nodes] == ["Neg", "Conv", "Neg"]
+    assert configured_node(config).op_type == "Conv" and extract(configured_node(config)).kind == "conv_dw"
+    samples = tmp_path / "mid.jsonl"
+    assert main(["profile", "-o", str(samples), "--optimization", "all", "--scale", "0.01", "--kinds",
+                 "mid_graph_reorders", "--min-runs", "3", "--min-seconds", "0.01", "--max-seconds", "0.05",
+                 "--quiet"]) == 0
+    rows = [json.loads(line) for line in samples.read_text().splitlines()][1:]
+    assert not [row["error"] for row in rows if row.get("error")]
+    kinds = collections.Counter(row["kind"] for row in rows)  # one of each per config
+    assert set(kinds) == {"nchwc_conv_dw_1x1", "reorder_input", "reorder_output"} and len(set(kinds.values())) == 1
+    assert all(row["mid_graph"] and current_layer(row)[0] == row["kind"] for row in rows)
 
 
 def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int], group: int = 1) -> Node:

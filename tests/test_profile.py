@@ -306,12 +306,12 @@ def test_missing_nvml_and_missing_cuda_are_clear(monkeypatch):
 def test_planning_reads_shapes_without_materialising_weights(monkeypatch):
     from npower.features import extract
     from npower.graph import load_graph
-    from npower.profile import runner
+    from npower.profile import build, runner
     built = []
-    real = runner.build_model
-    monkeypatch.setattr(runner, "build_model", lambda config, *a, **kw: built.append(real(config, *a, **kw)) or built[-1])
+    real = build.build_model
+    monkeypatch.setattr(build, "build_model", lambda config, *a, **kw: built.append(real(config, *a, **kw)) or built[-1])
     planned = runner.make_plan(0.05, 0, None, [], runner.Budget())
     assert built and all(len(init.raw_data) <= 64 * 8 for model in built for init in model.graph.initializer)
-    for item in planned:  # the features equal those of the graph with its real random weights
-        full = extract(load_graph(real(item.config)).nodes[0])
+    for item in planned:  # the features equal those of the graph with its real random weights (not its wrap ops')
+        full = extract(next(node for node in load_graph(real(item.config)).nodes if node.op_type == item.config["op"]))
         assert (full.kind, full.features, full.specials) == (item.layer.kind, item.layer.features, item.layer.specials)

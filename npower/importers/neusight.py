@@ -128,9 +128,8 @@ MAPPERS["gelu"] = _unary("Gelu", "com.microsoft")  # nn.GELU: one kernel; torch-
 def config_layer(config: Config) -> tuple[str, dict[str, float], dict[str, float]]:
     """Kind, features and special terms of a config, by npower's extractors on a shapes-only graph."""
     from ..features import extract
-    from ..graph import load_graph
-    from ..profile.build import build_model
-    layer = extract(load_graph(build_model(config, values=False)).nodes[0])
+    from ..profile.build import configured_node
+    layer = extract(configured_node(config))
     return layer.kind, layer.features, layer.specials
 
 

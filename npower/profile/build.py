@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..graph import Node, load_graph
 from .plan import Config
 
 # Both onnxruntime 1.31+ (CPU) and onnxruntime-gpu 1.31 accept IR 8 / opset 17.
@@ -28,10 +29,13 @@ def _weight_values(spec: dict, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_model(config: Config, seed: int = 0, values: bool = True) -> onnx.ModelProto:
-    """One graph holding exactly the configured node; weights are initializers.
+    """One graph holding exactly the configured node; weights are initializers. A config with a `wrap` op
+    (`plan.WRAP_OP`) puts that op before each of the node's graph inputs and after each output, so the kernels
+    the node runs as read tensors a kernel just wrote and write ones a kernel reads, as inside a network.
     values=False: random weights are shape-only initializers (for feature extraction, not for running)."""
     rng = np.random.default_rng(seed)
-    graph_inputs, initializers, names = [], [], []
+    graph_inputs, initializers, names, nodes = [], [], [], []
+    wrap = config.get("wrap")
     for index, spec in enumerate(config["inputs"]):
         name = f"x{index}"
         names.append(name)
@@ -41,15 +45,27 @@ def build_model(config: Config, seed: int = 0, values: bool = True) -> onnx.Mode
             initializers.append(numpy_helper.from_array(_weight_values(spec, rng), name))
         else:
             graph_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, spec["shape"]))
+            if wrap:
+                names[-1] = f"{name}_written"
+                nodes.append(helper.make_node(wrap, [name], [names[-1]], name=f"{wrap.lower()}_{name}"))
     outputs = [f"y{i}" for i in range(config.get("outputs", 1))]
+    written = [f"{o}_read" for o in outputs] if wrap else outputs
     domain = config.get("domain", "")
-    node = helper.make_node(config["op"], names, outputs, name=config["op"].lower(), domain=domain or None,
-                            **config.get("attrs", {}))
+    nodes.append(helper.make_node(config["op"], names, written, name=config["op"].lower(), domain=domain or None,
+                                  **config.get("attrs", {})))
+    if wrap:
+        nodes += [helper.make_node(wrap, [w], [o], name=f"{wrap.lower()}_{o}") for w, o in zip(written, outputs)]
     out_shape = config.get("out_shape")
     value_infos = [helper.make_tensor_value_info(o, TensorProto.FLOAT, out_shape) for o in outputs]
-    graph = helper.make_graph([node], f"single_{config['op']}", graph_inputs, value_infos, initializers)
+    graph = helper.make_graph(nodes, f"single_{config['op']}", graph_inputs, value_infos, initializers)
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION, producer_name="npower.profile")
+
+
+def configured_node(config: Config) -> Node:
+    """The config's node (not its wrap ops) as npower loads it from a shapes-only graph."""
+    graph = load_graph(build_model(config, values=False))
+    return next(node for node in graph.nodes if node.name == config["op"].lower())
 
 
 def make_feeds(config: Config, seed: int = 0) -> dict[str, np.ndarray]:

@@ -16,6 +16,9 @@ start costs it is its output buffer, code and runtime state, which a network lef
 output are too large to stay in the innermost caches as in a loop. Inside networks it ran between the two
 states, which is why the fit takes the geometric mean of both for the depthwise kinds (`in_network_ms`).
 `python benchmarks/cache_state.py` measures both states against the same kernels inside networks.
+A reorder of the blocked layout reads the tensor a kernel just wrote and writes one the next kernel reads inside a
+network; in a single-node graph it reads the user's input or writes the graph output, 1.5-3x slower: the reorder
+kinds (`GRAPH_EDGE_KINDS`) are fitted on samples timed between two plain kernels where the runs have them.
 A kernel that reads a graph input (the tensor the user feeds, last touched one inference earlier) meets it in
 memory: a network's first conv. Plan configs marked `graph_input` are timed from an evicted state whose inputs
 are not read back; their rows are fitted as a kind of their own (`graph_input_kind`), which `predict` uses for
@@ -78,6 +81,10 @@ def _chosen_state(row: dict) -> str | None:
 
 
 BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
+# Kinds a single-node graph runs only at its edges, reading the user's input or writing the graph output, which a
+# network runs mostly between other kernels: fitted on the samples timed inside a graph (`mid_graph`) where the
+# runs have some (a wrapped config: `plan.WRAP_OP`)
+GRAPH_EDGE_KINDS = ("reorder_input", "reorder_output")
 EVICTED_WEIGHT = 0.5  # of the evicted state in the between-states time (0.5: the geometric mean of the two)
 GRAPH_INPUT = "@graph_input"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import NpowerError
 from .ort_trace import traces_kernels
-from .runner import Budget, dry_run, make_plan, run_profile, without_graph_inputs
+from .runner import Budget, dry_run, make_plan, run_profile, untraced_plan
 from .backends import TimingPolicy, make_backend
 
 
@@ -30,7 +30,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise NpowerError(f"{out} is a folder; give a sample file path")
     backend = make_backend(args.device, args.threads, args.optimization, policy)
     if not traces_kernels(backend):
-        plan = without_graph_inputs(plan)
+        plan = untraced_plan(plan)
     try:
         summary = run_profile(str(out), backend, plan, args.seed, progress=not args.quiet)
     except KeyboardInterrupt:

@@ -158,6 +158,7 @@ def _mobile_depthwise(s: Sampler) -> Config:
 
 
 CHANNEL_SCALE_ELEMENTS = 2 ** 26  # at most 256 MiB a tensor
+WRAP_OP = "Neg"  # a plain element-wise op that nothing fuses with and the NCHWc layout leaves plain
 
 
 def _channel_scale(s: Sampler) -> Config:
@@ -172,6 +173,14 @@ def _channel_scale(s: Sampler) -> Config:
     if s.rng.random() < 0.7:  # a BatchNormalization's shift; a Mul has none
         inputs.append(_tensor([channels], True))
     return {"op": "Conv", "attrs": attrs, "inputs": inputs}
+
+
+def _mid_graph_reorders(s: Sampler) -> Config:
+    """A blocked per-channel scale (`channel_scale`) between two plain ops (`WRAP_OP`): its ReorderInput reads
+    a tensor the kernel before it just wrote and its ReorderOutput writes one the kernel after it reads, as where a
+    network's blocked regions begin and end. A single-node graph's reorders read the user's input and write the
+    graph output instead, 1.5-3x slower (`fit` fits the reorder kinds on these samples where a run has them)."""
+    return {**_channel_scale(s), "wrap": WRAP_OP}
 
 
 def _narrow_pointwise(s: Sampler) -> Config:
@@ -473,6 +482,7 @@ PLANS: dict[str, tuple[Callable[[Sampler], Config], int]] = {
     "channels_last_broadcast": (_channels_last_broadcast, 120),
     "channel_scale": (_channel_scale, 120),
     "decoder_upsampling": (_decoder_upsampling, 120),
+    "mid_graph_reorders": (_mid_graph_reorders, 300),
 }
 
 

@@ -13,9 +13,8 @@ import numpy as np
 from .. import __version__
 from ..errors import NpowerError
 from ..features import LayerFeatures, extract
-from ..graph import load_graph
 from .backends import Backend
-from .build import build_model, make_feeds
+from .build import build_model, configured_node, make_feeds
 from .cache_state import InNetworkCacheState
 from .harvest import harvest
 from .ort_trace import kernel_rows, trace_overhead_ms, traces_kernels
@@ -42,10 +41,10 @@ class Planned:
 
 def _layer(config: Config) -> LayerFeatures | None:
     try:
-        graph = load_graph(build_model(config, values=False))
+        node = configured_node(config)
     except NpowerError:
         return None
-    return extract(graph.nodes[0])
+    return extract(node)
 
 
 def _fits(layer: LayerFeatures, budget: Budget) -> bool:
@@ -79,10 +78,12 @@ def make_plan(scale: float, seed: int, kinds: list[str] | None, models: Iterable
     return planned
 
 
-def without_graph_inputs(plan: list[Planned]) -> list[Planned]:
-    """The plan less its graph-input configs (`first_conv`): only a backend that traces kernels times their input
-    from memory (`ort_trace.kernel_rows`); another would time them as ordinary convs."""
-    return [item for item in plan if not item.config.get("graph_input")]
+def untraced_plan(plan: list[Planned]) -> list[Planned]:
+    """The plan less the configs only a backend that traces kernels times right (`ort_trace.kernel_rows`):
+    graph-input configs (`first_conv`), whose input it times from memory, and wrapped ones (`mid_graph_reorders`),
+    whose node's kernels it times apart from the ops around them. Another would time the first as ordinary convs
+    and the second with the wrap ops in."""
+    return [item for item in plan if not (item.config.get("graph_input") or item.config.get("wrap"))]
 
 
 def estimate_seconds(layer: LayerFeatures, policy) -> float:

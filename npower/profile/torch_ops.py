@@ -46,7 +46,8 @@ def make_op(spec: NodeSpec) -> Fn:
 
 
 UNARY: dict[str, Fn] = {"Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Erf": torch.erf,
-                        "Gelu": F.gelu, "HardSwish": F.hardswish, "Identity": lambda x: x, "Dropout": lambda x: x}
+                        "Gelu": F.gelu, "HardSwish": F.hardswish, "Neg": torch.neg, "Identity": lambda x: x,
+                        "Dropout": lambda x: x}
 BINARY: dict[str, Fn] = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 
 
