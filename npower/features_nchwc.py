@@ -182,11 +182,10 @@ def _nchwc_conv(node: Node) -> LayerFeatures:
     groups = int(node.attrs.get("group", 1))
     plain.features["row_calls"] = float(row_calls(node.inputs[0].shape, w, node.outputs[0].shape, groups))
     pointwise = _prod(w[2:]) == 1 and not any(node.attrs["pads"])
-    if groups > 1 and w[1] == 1:
+    if groups > 1 and w[1] == 1:  # depthwise: no kernel_steps (another MLAS kernel)
         kind = "nchwc_conv_dw_1x1" if pointwise else "nchwc_conv_dw"
     else:
         kind = "nchwc_conv_nchw" if groups == 1 and w[1] < BLOCK else "nchwc_conv_1x1" if pointwise else "nchwc_conv"
-    if not kind.startswith("nchwc_conv_dw"):
         plain.features.update(kernel_steps(node, groups))
     return LayerFeatures(kind, plain.features, plain.specials)
 
