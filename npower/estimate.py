@@ -184,9 +184,10 @@ def scale_model(model: SparsePolynomial, factor: float) -> SparsePolynomial:
     """The same model predicting `factor` times the time."""
     info = {**model.fit, "scaled_by": factor}
     if model.target == "log2":
-        return SparsePolynomial("log2", model.unit, model.intercept + math.log2(factor), list(model.terms), info)
+        return SparsePolynomial("log2", model.unit, model.intercept + math.log2(factor), list(model.terms), info,
+                                dict(model.bounds))
     return SparsePolynomial(model.target, model.unit, model.intercept * factor,
-                            [(c * factor, p) for c, p in model.terms], info)
+                            [(c * factor, p) for c, p in model.terms], info, dict(model.bounds))
 
 
 def distance(source: Spec, target: Spec) -> tuple[bool, bool, float]:

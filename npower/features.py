@@ -157,7 +157,12 @@ def _conv_transpose(node: Node) -> LayerFeatures:
     groups = int(node.attrs.get("group", 1))
     window = _window(node, x[2:], y[2:])
     macs = x[0] * _prod(x[2:]) * w[0] * w[1] * _prod(w[2:])
-    features = {"batch": x[0], "in_channels": x[1], "out_channels": y[1], "groups": groups, **window}
+    # onnxruntime, per image and group: a GEMM of the transposed weights (out channels x kernel taps, in channels)
+    # by the input (in channels, pixels) into a column buffer, which col2im then adds into the output
+    gemm = {"gemm_m": w[1] * _prod(w[2:]), "gemm_k": w[0] // groups, "gemm_n": _prod(x[2:]),
+            "gemm_calls": x[0] * groups}
+    features = {"batch": x[0], "in_channels": x[1], "out_channels": y[1], "groups": groups, **window, **gemm,
+                "col_elems": gemm["gemm_m"] * gemm["gemm_n"] * gemm["gemm_calls"]}
     return LayerFeatures("conv_transpose", _floats(features), _specials(node, macs))
 
 

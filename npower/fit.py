@@ -27,10 +27,11 @@ from .device_features import derive as derive_device_features, names as device_f
 from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
-from .polynomial import SparsePolynomial, design_matrix, variable_feature
+from .polynomial import SparsePolynomial, design_matrix, variable_feature, variable_values
 from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
-from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, repeat_noise_pct,
-                              sample_identity, trace_overheads)
+from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, pooled_offsets_pct,
+                              repeat_noise_pct, sample_identity, trace_overheads)
+from .profile.run_offsets import MIN_SHARED
 from .profile.store import SampleFile, read_samples
 
 MIN_SAMPLES = 8
@@ -63,16 +64,18 @@ FIT_FEATURES = {
     # a per-channel scale in the blocked layout: a stream over the tensor, a kernel call per row of 16 channels
     "nchwc_conv_dw_1x1": ["batch", "groups", "out_w", "stride_h", "row_calls", "in_elems", "out_elems", "total_bytes"],
     "nchwc_conv_1x1": [f for f in _NCHWC_FEATURES if f != "input_read"] + _FIRST_READS,  # input_read: their sum
+    # onnxruntime's GEMM into a column buffer and col2im's adds from it (features._conv_transpose)
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
-                       "macs", "in_elems", "weight_elems", "out_elems"],
+                       "macs", "in_elems", "weight_elems", "out_elems", "gemm_m", "gemm_k", "gemm_n", "gemm_calls",
+                       "col_elems"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
                 "out_elems", "flops"],
     "avgpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
                 "out_elems", "flops"],
 }
 # Variables that measure amounts of work (most important first), for the work x rate form.
-SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "weight_traffic",
-                 "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
+SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "col_elems",
+                 "weight_traffic", "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
 WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs", "spans",
@@ -273,10 +276,23 @@ def _candidates(kind: str, columns: dict[str, np.ndarray], log_target: bool, max
             yield label, _Fitter(target, relative, 0, name), degree, terms
 
 
-def _design(terms: list[dict[str, int]], columns: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """Design matrix of the given rows (the values `SparsePolynomial` evaluates)."""
+def _design(terms: list[dict[str, int]], columns: dict[str, np.ndarray], rows: np.ndarray,
+            bounds: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """Design matrix of the given rows (the values `SparsePolynomial` evaluates, within `bounds`)."""
     features = {variable_feature(v) for powers in terms for v in powers}
-    return design_matrix(terms, {f: columns[f][rows] for f in features})
+    return design_matrix(terms, {f: columns[f][rows] for f in features}, bounds)
+
+
+def log_bounds(fitter: "_Fitter", terms: list[dict[str, int]], columns: dict[str, np.ndarray],
+               rows: np.ndarray) -> dict[str, tuple[float, float]]:
+    """For a linear-target form, each log variable's range over the rows it is fitted on: beyond them the model
+    keeps the shape effects at the edge of what was measured (`SparsePolynomial.bounds`); none for log2 targets,
+    whose log variables are the sizes that scale the time."""
+    if fitter.target != "linear":
+        return {}
+    variables = {v for powers in terms for v in powers if v.startswith("log2")}
+    values = {v: variable_values(v, {variable_feature(v): columns[variable_feature(v)][rows]}) for v in variables}
+    return {v: (float(array.min()), float(array.max())) for v, array in values.items()}
 
 
 def _select(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,
@@ -297,14 +313,16 @@ def _select(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np
 
 def nested_heldout(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,
                    seed: int) -> float:
-    """Held-out RMSPE of the whole procedure (choose the form by inner CV, fit it) on outer folds it never saw."""
+    """Held-out RMSPE of the whole procedure (choose the form by inner CV, fit it, bound it: `log_bounds`) on outer
+    folds it never saw."""
     order = np.random.default_rng(seed + 1).permutation(rows)
     predicted = np.empty(len(y))
     for fold in np.array_split(order, folds):
         train = np.setdiff1d(order, fold)
         (_, fitter, _, terms), _ = _select(forms, columns, y, train, INNER_FOLDS, seed)
         intercept, coefs, _ = fitter.fit(_design(terms, columns, train), y[train])
-        predicted[fold] = fitter.predict(_design(terms, columns, fold), intercept, coefs)
+        bounds = log_bounds(fitter, terms, columns, train)
+        predicted[fold] = fitter.predict(_design(terms, columns, fold, bounds), intercept, coefs)
     return rmspe(predicted[order], y[order])
 
 
@@ -330,12 +348,15 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
     fit_info = {"form": label, "degree": degree, "heldout_rmspe_pct": round(error, 2),
                 "insample_rmspe_pct": round(in_sample, 2),
                 "heldout_method": f"nested cross-validation: {folds} outer folds over {len(subset)} rows, the form "
-                                  f"chosen again in each by {INNER_FOLDS}-fold CV on its training part only",
+                                  f"chosen again in each by {INNER_FOLDS}-fold CV on its training part only"
+                                  + (" and its log variables bounded to that part's range" if fitter.target == "linear"
+                                     else ""),
                 "fitted": f"{label} by {fitter.method} on log2({unit})" if fitter.target == "log2" else
                           f"{label} by {fitter.method} on {unit}" + (" (relative error)" if fitter.relative else ""),
                 "samples": len(y), "model_size": len(kept) + 1, "alpha": alpha,
                 "forms_tried": {"selection_rmspe_pct": tried, "rows": len(subset), "folds": folds}}
-    return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info)
+    bounds = log_bounds(fitter, [powers for _, powers in kept], columns, every)
+    return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info, bounds)
 
 
 def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
@@ -465,10 +486,16 @@ def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]
     return {"measured": [run.header.get("created") for _, run in runs],
             "samples_files": [name for name, _ in runs],
             "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
-                       "measured it; device numbers are the runs' mean, weighted by the rows each measured",
+                       "measured it, each run's speed offset taken off; device numbers are the runs' mean, weighted "
+                       "by the rows each measured",
+            "run_offsets_pct": pooled_offsets_pct(runs),
+            "run_offsets": "each run's time against the runs it shares configs with, in %, over all kinds (per kind "
+                           f"where that is as precise as an offset from {MIN_SHARED} shared configs); estimated by a "
+                           "least-squares two-way fit, log2 time = config + run, over the shared configs and taken "
+                           "off before pooling; 0 for a run that shares none",
             "repeat_noise_pct": noise,
             "repeat_noise": "run-to-run noise of one measurement, in %: (2^sd - 1) x 100, sd the pooled standard "
-                            "deviation of log2 runtime"}
+                            "deviation of log2 runtime once the runs' offsets are taken off"}
 
 
 def _overhead_provenance(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:

@@ -6,6 +6,9 @@ on the log ("log2over22(total_bytes)", meaning max(0, log2(max(x, 1)) - 22): zer
 feature passes 2**22, which lets a model change slope where data spills out of a cache).
 With target "linear" the prediction is the value itself (the published NeuralPower form);
 with target "log2" it is 2 ** value, which makes a squared-error fit a relative-error fit.
+A model may bound log variables to the range it was fitted on (`bounds`): a linear-target model's
+raw sizes still scale its time, while the shape effects its log terms carry stay at the edge of what
+was measured instead of growing as a polynomial beyond it.
 """
 from __future__ import annotations
 
@@ -40,12 +43,23 @@ def variable_feature(variable: str) -> str:
     return variable if match is None else match.group(2)
 
 
-def design_matrix(term_powers: list[Mapping[str, int]], features: Mapping[str, Any]) -> np.ndarray:
-    """Matrix of monomial values, one row per sample and one column per term."""
+def bounded_values(variable: str, features: Mapping[str, Any],
+                   bounds: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """`variable_values`, kept within the variable's bounds where it has some."""
+    values = variable_values(variable, features)
+    if bounds and variable in bounds:
+        low, high = bounds[variable]
+        values = np.clip(values, low, high)
+    return values
+
+
+def design_matrix(term_powers: list[Mapping[str, int]], features: Mapping[str, Any],
+                  bounds: Mapping[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """Matrix of monomial values, one row per sample and one column per term (variables within `bounds`)."""
     variables = list(dict.fromkeys(v for powers in term_powers for v in powers))
     if not variables:
         return np.ones((1, len(term_powers)))
-    columns = np.stack([np.atleast_1d(variable_values(v, features)) for v in variables], axis=-1)
+    columns = np.stack([np.atleast_1d(bounded_values(v, features, bounds)) for v in variables], axis=-1)
     index = {v: i for i, v in enumerate(variables)}
     matrix = np.ones((columns.shape[0], len(term_powers)))
     for j, powers in enumerate(term_powers):  # term by term: no rows x terms x variables temporary
@@ -63,6 +77,7 @@ class SparsePolynomial:
     intercept: float
     terms: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     fit: dict[str, Any] = field(default_factory=dict)
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # log variable -> fitted range
 
     @property
     def variables(self) -> list[str]:
@@ -82,7 +97,7 @@ class SparsePolynomial:
             return np.asarray(self.intercept, dtype=float)
         coefs = np.array([coef for coef, _ in self.terms])
         with np.errstate(over="ignore", invalid="ignore"):  # overflow gives inf: the caller checks finiteness
-            return self.intercept + design_matrix([powers for _, powers in self.terms], features) @ coefs
+            return self.intercept + design_matrix([powers for _, powers in self.terms], features, self.bounds) @ coefs
 
     def predict(self, features: Mapping[str, Any]) -> np.ndarray:
         """Predicted quantity in `unit` (never negative)."""
@@ -98,14 +113,15 @@ class SparsePolynomial:
         intercept = self.intercept
         for coef, powers in self.terms:
             rest = {v: p for v, p in powers.items() if variable_feature(v) not in values}
-            factor = math.prod(float(variable_values(v, values)) ** p for v, p in powers.items() if v not in rest)
+            factor = math.prod(float(bounded_values(v, values, self.bounds)) ** p for v, p in powers.items()
+                               if v not in rest)
             if rest:
                 key = tuple(sorted(rest.items()))
                 merged[key] = merged.get(key, 0.0) + coef * factor
             else:
                 intercept += coef * factor
         terms = [(coef, dict(key)) for key, coef in merged.items() if coef != 0.0]
-        return SparsePolynomial(self.target, self.unit, intercept, terms, dict(self.fit))
+        return SparsePolynomial(self.target, self.unit, intercept, terms, dict(self.fit), dict(self.bounds))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready form; from_dict(to_dict()) is exact."""
@@ -116,6 +132,8 @@ class SparsePolynomial:
             "terms": [{"coef": float(coef), "powers": {v: int(p) for v, p in powers.items()}}
                       for coef, powers in self.terms],
         }
+        if self.bounds:
+            out["bounds"] = {variable: [float(low), float(high)] for variable, (low, high) in self.bounds.items()}
         if self.fit:
             out["fit"] = self.fit
         return out
@@ -149,7 +167,22 @@ class SparsePolynomial:
         fit = data.get("fit", {})
         if not isinstance(fit, dict):
             raise NpowerError(f"{where}.fit: expected a mapping")
-        return cls(target, unit, intercept, terms, fit)
+        return cls(target, unit, intercept, terms, fit, _bounds(data.get("bounds", {}), f"{where}.bounds"))
+
+
+def _bounds(data: Any, where: str) -> dict[str, tuple[float, float]]:
+    """Variable -> (low, high), both finite, low <= high."""
+    if not isinstance(data, dict):
+        raise NpowerError(f"{where}: expected a mapping variable -> [low, high]")
+    bounds = {}
+    for variable, pair in data.items():
+        if not isinstance(variable, str) or not isinstance(pair, list) or len(pair) != 2:
+            raise NpowerError(f"{where}.{variable}: expected [low, high]")
+        low, high = (_number(value, f"{where}.{variable}") for value in pair)
+        if low > high:
+            raise NpowerError(f"{where}.{variable}: low {low} is above high {high}")
+        bounds[variable] = (low, high)
+    return bounds
 
 
 def _field(data: dict, name: str, kind: type, where: str) -> Any:

@@ -95,6 +95,12 @@ def test_conv_transpose():
                                           [("w", [64, 32, 2, 2])]))
     assert layer.kind == "conv_transpose" and layer.features["out_h"] == 28
     assert layer.specials["macs"] == 14 * 14 * 64 * 32 * 4
+    # onnxruntime: per image and group, (32 out x 4 taps, 64 in) @ (64 in, 196 pixels) into a column buffer
+    assert [layer.features[f] for f in ("gemm_m", "gemm_k", "gemm_n", "gemm_calls")] == [128, 64, 196, 1]
+    assert layer.features["col_elems"] == 128 * 196
+    grouped = features_of(single_node_model("ConvTranspose", [("x", [3, 64, 7, 7])], {"group": 4},
+                                            [("w", [64, 8, 3, 3])]))
+    assert [grouped.features[f] for f in ("gemm_m", "gemm_k", "gemm_n", "gemm_calls")] == [72, 16, 49, 12]
 
 
 def test_gemm_transposes_and_batched_matmul():

@@ -51,6 +51,21 @@ def test_reported_error_is_nested_and_the_description_says_what_was_fitted():
     assert model.fit["heldout_rmspe_pct"] < 5
 
 
+def test_a_linear_form_is_bounded_to_the_log_ranges_of_its_samples_and_a_log2_form_is_not():
+    rng = np.random.default_rng(0)
+    columns = {"elements": rng.integers(1_000, 1_000_000, 50).astype(float)}
+    terms, rows = [{"elements": 1, "log2(elements)": 2}], np.arange(50)
+    low, high = np.log2(columns["elements"].min()), np.log2(columns["elements"].max())
+    bounds = fit.log_bounds(fit._Fitter("linear", True, 0), terms, columns, rows)
+    assert bounds == {"log2(elements)": pytest.approx((low, high))}
+    assert fit.log_bounds(fit._Fitter("log2", False, 0), terms, columns, rows) == {}
+    samples, _ = _noise_rows(200, seed=1)
+    y = np.array([1e-5 * r["elements"] + 0.01 for r in samples])
+    model = fit.fit_target("relu", samples, y, True, "ms", folds=4, max_degree=2, seed=0)
+    logs = {v for v in model.variables if v.startswith("log2")}
+    assert set(model.bounds) == (logs if model.target == "linear" else set())
+
+
 def test_log_features_that_are_products_of_kept_ones_are_dropped():
     rng = np.random.default_rng(0)
     m, n, k = (rng.integers(2, 500, 50).astype(float) for _ in range(3))

@@ -21,6 +21,24 @@ def test_polynomial_evaluates_published_and_log_forms():
     assert log_model.features == ["macs"]
 
 
+def test_a_bounded_log_variable_stays_in_its_range_while_raw_sizes_still_scale():
+    """rate form: time = macs x (1 + 0.5 log2(batch)^2); fitted with log2(batch) in [0, 3], a batch of 1024 is
+    costed at the rate of batch 8 (log2 = 3), not at the quadratic's 51x, and its MACs still count in full."""
+    rate = [(1.0, {"macs": 1}), (0.5, {"macs": 1, "log2(batch)": 2})]
+    bounded = SparsePolynomial("linear", "ms", 0.0, rate, bounds={"log2(batch)": (0.0, 3.0)})
+    free = SparsePolynomial("linear", "ms", 0.0, rate)
+    inside = {"batch": np.array([4.0]), "macs": np.array([10.0])}
+    assert bounded.predict(inside) == pytest.approx([10.0 * 3])
+    assert free.predict(inside) == pytest.approx([10.0 * 3])
+    beyond = {"batch": np.array([1024.0]), "macs": np.array([1000.0])}
+    assert bounded.predict(beyond) == pytest.approx([1000.0 * 5.5])
+    assert free.predict(beyond) == pytest.approx([1000.0 * 51])
+    assert bounded.partial({"batch": 1024.0}).predict({"macs": np.array([1000.0])}) == pytest.approx([5500.0])
+    assert SparsePolynomial.from_dict(bounded.to_dict()) == bounded
+    with pytest.raises(NpowerError, match=r"bounds.log2\(batch\): low 3.0 is above high 0.0"):
+        SparsePolynomial.from_dict({**bounded.to_dict(), "bounds": {"log2(batch)": [3.0, 0.0]}})
+
+
 def test_pack_round_trip_is_exact(tmp_path):
     pack = linear_pack()
     pack.models["conv"].runtime.terms.append((0.1 + 0.2, {"log2(batch)": 2, "macs": 1}))

@@ -125,9 +125,10 @@ def test_fit_reports_corrupt_rows_and_keeps_good_ones(tmp_path, capsys):
 
 @needs_sklearn
 def test_fit_pools_repeated_runs_and_reports_their_noise(tmp_path, capsys):
-    """Two profiles of one runtime, the second 4x slower on every config (and with one config more): the pack
-    fits their geometric mean (2x the first, where the arithmetic mean would be 2.5x), keeps the config only
-    one run measured, and reports the run-to-run noise of one measurement, 2^(log2(4)/sqrt 2) - 1."""
+    """Two profiles of one runtime, the second 4x slower on every config (and with one config more): the second
+    run's offset is found from the 40 configs both measured and taken off (+100 % and -50 % against their mean
+    state), so the pack fits their geometric mean, 2x the first, also for the config only the second measured
+    (4x uncorrected), and the run-to-run noise of one measurement left is nil."""
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     _relu_run(first, 1.0, cache_state="states X")
     _relu_run(second, 4.0, configs=41, cache_state="states X")
@@ -136,8 +137,9 @@ def test_fit_pools_repeated_runs_and_reports_their_noise(tmp_path, capsys):
     pack = load_pack(tmp_path / "p.yaml")
     assert pack.provenance["fit"]["cache_state"].startswith("states X; nchwc_conv_dw, conv_dw: the geometric mean")
     assert pack.provenance["samples_files"] == ["a.jsonl", "b.jsonl"]
+    assert pack.provenance["run_offsets_pct"] == pytest.approx([-50.0, 100.0])
     assert pack.models["relu"].runtime.fit["samples"] == 41
-    assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx((2 ** (2 / np.sqrt(2)) - 1) * 100, abs=0.01)
+    assert pack.provenance["repeat_noise_pct"]["relu"] == pytest.approx(0.0, abs=0.01)
     assert pack.device["peak_gflops"] == pytest.approx((100 * 40 + 400 * 41) / 81, abs=0.01)  # weighted by rows
     elements = np.array([1e3, 1e5, 1e6])
     predicted = pack.models["relu"].runtime.predict({"elements": elements, "inputs": np.ones(3),
@@ -315,3 +317,20 @@ def test_planning_reads_shapes_without_materialising_weights(monkeypatch):
     for item in planned:  # the features equal those of the graph with its real random weights (not its wrap ops')
         full = extract(next(node for node in load_graph(real(item.config)).nodes if node.op_type == item.config["op"]))
         assert (full.kind, full.features, full.specials) == (item.layer.kind, item.layer.features, item.layer.specials)
+
+
+def test_a_plan_at_another_seed_measures_part_of_seed_0s_plan_spread_through_it():
+    """Anchors: at seed 1 the plan also holds seed 0's first configs (`anchors` x the counts), spread evenly, so
+    the run shares configs with the seed-0 runs (`run_offsets`); seed 0's plan is unchanged by the option."""
+    from npower.profile import runner
+    kinds = ["relu", "softmax"]
+
+    def keys(scale: float, seed: int, **options) -> list[str]:
+        return [item.key for item in runner.make_plan(scale, seed, kinds, [], runner.Budget(), **options)]
+
+    seed0, seed1, anchors = keys(0.5, 0), keys(0.5, 1), keys(0.25, 0)
+    anchored = keys(0.5, 1, anchors=0.25)
+    assert len(anchored) == len(set(anchored)) and set(anchored) == set(seed1) | set(anchors)
+    positions = [anchored.index(key) for key in anchors if key not in seed1]
+    assert positions[0] == 0 and max(np.diff(positions)) <= 2 * len(anchored) / len(positions)
+    assert keys(0.5, 0, anchors=0.25) == seed0

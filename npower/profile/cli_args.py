@@ -16,6 +16,9 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     profile.add_argument("--scale", type=float, default=1.0, help="multiply every kind's default sample count")
     profile.add_argument("--kinds", help="comma-separated op kinds (default: all)")
     profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--anchors", type=float, metavar="SCALE",
+                         help="at a seed other than 0, also measure seed 0's plan at this scale (default 0.1): configs "
+                              "shared with the seed-0 runs put this run on their scale when pooled (0: none)")
     profile.add_argument("--from-models", nargs="+", default=[], metavar="ONNX",
                          help="also measure the exact layers of these networks")
     profile.add_argument("--max-macs", type=float, help="skip configs above this many MACs")

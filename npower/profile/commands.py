@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import NpowerError
 from .ort_trace import traces_kernels
-from .runner import Budget, dry_run, make_plan, run_profile, untraced_plan
+from .runner import ANCHOR_SCALE, Budget, dry_run, make_plan, run_profile, untraced_plan
 from .backends import TimingPolicy, make_backend
 
 
@@ -19,7 +19,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.device != "cpu":
         budget = Budget(max_macs=args.max_macs or 2e11, max_bytes=8e9, max_elements=2e9)
     started = time.perf_counter()
-    plan = make_plan(args.scale, args.seed, kinds, args.from_models, budget)
+    anchors = ANCHOR_SCALE if args.anchors is None else args.anchors
+    plan = make_plan(args.scale, args.seed, kinds, args.from_models, budget, anchors)
     if not args.quiet:
         print(f"planned {len(plan)} samples in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.dry_run:
@@ -32,7 +33,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if not traces_kernels(backend):
         plan = untraced_plan(plan)
     try:
-        summary = run_profile(str(out), backend, plan, args.seed, progress=not args.quiet)
+        summary = run_profile(str(out), backend, plan, args.seed, progress=not args.quiet, anchors=anchors)
     except KeyboardInterrupt:
         return 130
     print(f"{summary['measured']} measured ({summary['failed']} failed), {summary['already']} already in {out}; "

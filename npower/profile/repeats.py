@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import NpowerError
 from .cache_state import in_network_ms
+from .run_offsets import ALL_KINDS, offset_for, run_offsets
 from .store import SampleFile, runtime_differences
 
 
@@ -78,19 +79,46 @@ def sample_identity(row: dict[str, Any]) -> str:
 
 def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
     """Good samples of every run grouped by `sample_identity` (first-seen order); each run's trace overhead
-    (`trace_overheads`) is taken off its rows. A config a plan drew twice (or harvested from two models) is
-    one sample too, its measurements pooled like those of separate runs. Call `check_poolable` first."""
+    (`trace_overheads`) is taken off its rows and its speed offset (`run_offsets`) off their log2 times. A config
+    a plan drew twice (or harvested from two models) is one sample too, measured once per run (the mean of the
+    run's log2 times). Call `check_poolable` first."""
+    measured, offsets = _measured_with_offsets(runs)
     pooled: dict[str, PooledSample] = {}
-    for (_, run), overhead in zip(runs, trace_overheads(runs)):
-        for row in run.samples:
-            target = 0.0 if row.get("error") else runtime_target_ms(row, overhead)
-            if not target > 0:  # failed, or a zero time: nothing to fit
-                continue
-            sample = pooled.setdefault(sample_identity(row), PooledSample(row))
-            sample.log2_ms.append(math.log2(target))
+    for run, run_offset in zip(measured, offsets):
+        for identity, (row, value) in run.items():
+            sample = pooled.setdefault(identity, PooledSample(row))
+            sample.log2_ms.append(value - offset_for(run_offset, row["kind"]))
             if (row.get("watts") or 0) > 0:
                 sample.watts.append(float(row["watts"]))
     return list(pooled.values())
+
+
+def pooled_offsets_pct(runs: list[tuple[str, SampleFile]]) -> list[float]:
+    """Each run's speed offset over all kinds (`run_offsets`), in % of time (+: the run was slower)."""
+    _, offsets = _measured_with_offsets(runs)
+    return [round((2 ** offset[ALL_KINDS] - 1) * 100, 2) for offset in offsets]
+
+
+Measured = dict[str, tuple[dict[str, Any], float]]
+
+
+def _measured_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[Measured], list[dict[str, float]]]:
+    """Every run's log2 targets (`_log2_targets`) and speed offsets (`run_offsets`)."""
+    measured = [_log2_targets(run, overhead) for (_, run), overhead in zip(runs, trace_overheads(runs))]
+    kinds = {identity: row["kind"] for run in measured for identity, (row, _) in run.items()}
+    return measured, run_offsets([{identity: value for identity, (_, value) in run.items()} for run in measured],
+                                 kinds)
+
+
+def _log2_targets(run: SampleFile, overhead_ms: float) -> Measured:
+    """A run's good rows by `sample_identity`, each with its log2 runtime target; a config measured twice in one
+    run keeps its first row and the mean of its log2 times."""
+    values: dict[str, tuple[dict[str, Any], list[float]]] = {}
+    for row in run.samples:
+        target = 0.0 if row.get("error") else runtime_target_ms(row, overhead_ms)
+        if target > 0:  # not failed, nor a zero time: something to fit
+            values.setdefault(sample_identity(row), (row, []))[1].append(math.log2(target))
+    return {identity: (row, math.fsum(logs) / len(logs)) for identity, (row, logs) in values.items()}
 
 
 def pooled_device(runs: list[tuple[str, SampleFile]]) -> dict[str, Any]:

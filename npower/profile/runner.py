@@ -54,9 +54,15 @@ def _fits(layer: LayerFeatures, budget: Budget) -> bool:
         s.get("out_elems", 0) <= budget.max_elements and s.get("flops", 0) <= 2 * budget.max_macs
 
 
+# Share of seed 0's plan a run at another seed measures too: configs it shares with the seed-0 runs, from which
+# `npower fit` estimates its speed offset against them (`run_offsets`).
+ANCHOR_SCALE = 0.1
+
+
 def make_plan(scale: float, seed: int, kinds: list[str] | None, models: Iterable[str],
-              budget: Budget) -> list[Planned]:
-    """The full ordered plan: harvested model layers first, then the random plan."""
+              budget: Budget, anchors: float = 0.0) -> list[Planned]:
+    """The full ordered plan: harvested model layers first, then the random plan; at a seed other than 0, with
+    seed 0's plan at scale `anchors` spread evenly through it."""
     planned: list[Planned] = []
     cache: dict[str, LayerFeatures | None] = {}
 
@@ -71,11 +77,28 @@ def make_plan(scale: float, seed: int, kinds: list[str] | None, models: Iterable
         if (kinds is None or kind in kinds) and accept(config):
             key = config_key(config)
             planned.append(Planned(kind, config, key, cache[key]))
-    if scale > 0:
-        for kind, config in generate(kinds, scale, seed, accept):
-            key = config_key(config)
+    drawn = list(generate(kinds, scale, seed, accept)) if scale > 0 else []
+    if anchors > 0 and seed != 0:
+        drawn = spread(drawn, list(generate(kinds, anchors, 0, accept)))
+    keys = {item.key for item in planned}
+    for kind, config in drawn:
+        key = config_key(config)
+        if key not in keys:
+            keys.add(key)
             planned.append(Planned(kind, config, key, cache[key]))
     return planned
+
+
+def spread(items: list, extra: list) -> list:
+    """`items` with `extra` inserted at even intervals (the first before the first item)."""
+    step = (len(items) + 1) / max(len(extra), 1)
+    merged, placed = [], 0
+    for index, item in enumerate(items):
+        while placed < len(extra) and placed * step <= index:
+            merged.append(extra[placed])
+            placed += 1
+        merged.append(item)
+    return merged + extra[placed:]
 
 
 def untraced_plan(plan: list[Planned]) -> list[Planned]:
@@ -142,13 +165,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int, progress: bool = True) -> dict[str, Any]:
-    """Measure every planned config not yet in the sample file. Returns a summary."""
+def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int, progress: bool = True,
+                anchors: float = 0.0) -> dict[str, Any]:
+    """Measure every planned config not yet in the sample file (`anchors`: the share of seed 0's plan in it, for
+    the header). Returns a summary."""
     existing = read_samples(out_path).keys if _exists(out_path) else set()
     todo = [item for item in plan if item.key not in existing]
     header = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "npower_version": __version__, "seed": seed, "device": backend.device_info(),
               "runtime": backend.runtime_info(), "timing": vars(backend.policy)}
+    if anchors > 0 and seed != 0:
+        header["anchor_scale"] = anchors
     if traces_kernels(backend):
         header["cache_state"] = InNetworkCacheState.description
         if not existing:
