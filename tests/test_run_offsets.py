@@ -59,7 +59,25 @@ def test_groups_of_runs_that_share_nothing_are_centred_apart_with_their_own_prec
     first = {f"a{i}": float(rng.uniform(-5, 5)) for i in range(100)}
     second = {f"b{i}": float(rng.uniform(-5, 5)) for i in range(100)}
     runs = [first, {k: v + 0.4 for k, v in first.items()}, second, {k: v - 0.2 for k, v in second.items()}]
-    offsets, links = _fit(runs, set(first) | set(second))
-    assert offsets == pytest.approx([-0.2, 0.2, 0.1, -0.1])
-    assert links == pytest.approx([200.0] * 4)
-    assert _fit([first, second], set())[1] == [0.0, 0.0]  # nothing shared: no precision, offset 0
+    offsets = run_offsets(runs, {key: "x" for key in [*first, *second]})
+    assert [offset[ALL_KINDS] for offset in offsets] == pytest.approx([-0.2, 0.2, 0.1, -0.1])
+    assert _fit(runs, set(first) | set(second))[1] == pytest.approx([200.0] * 4)
+    assert list(_fit([first, second], set())[1]) == [0.0, 0.0]  # nothing shared: no precision, offset 0
+
+
+def test_a_run_that_falls_back_to_its_offset_over_all_kinds_stays_on_the_scale_of_a_kinds_own_offsets():
+    """Four old runs share 100 conv and 100 relu configs; two new runs, 0.5 slower, share 60 of the relu configs
+    and only 3 of the conv ones with them (too few for a conv offset of their own), plus 100 new conv configs.
+    The new conv configs, corrected with the new runs' offset over all kinds, land on the old runs' conv scale."""
+    rng = np.random.default_rng(2)
+    conv = {f"c{i}": float(rng.uniform(-5, 5)) for i in range(100)}
+    relu = {f"r{i}": float(rng.uniform(-5, 5)) for i in range(100)}
+    new = {f"n{i}": float(rng.uniform(-5, 5)) for i in range(100)}
+    kinds = {**dict.fromkeys([*conv, *new], "conv"), **dict.fromkeys(relu, "relu")}
+    noisy = lambda table, shift: {k: v + shift + float(rng.normal(0, 0.02)) for k, v in table.items()}
+    old = [{**noisy(conv, 0.0), **noisy(relu, 0.0)} for _ in range(4)]
+    anchors = {**{k: conv[k] for k in list(conv)[:3]}, **{k: relu[k] for k in list(relu)[:60]}}
+    later = [{**noisy(anchors, 0.5), **noisy(new, 0.5)} for _ in range(2)]
+    offsets = run_offsets(old + later, kinds)
+    assert "conv" in offsets[0] and "conv" not in offsets[4]
+    assert offset_for(offsets[4], "conv") - offset_for(offsets[0], "conv") == pytest.approx(0.5, abs=0.02)

@@ -17,19 +17,37 @@ ALL_KINDS = ""   # the key of a run's offset over all kinds
 
 def run_offsets(measured: list[dict[str, float]], kind_of: dict[str, str]) -> list[dict[str, float]]:
     """Per run, kind -> offset in log2 (`ALL_KINDS` for the run's offset over every kind), from each run's
-    measured log2 times by sample identity (`kind_of` names each identity's kind). Offsets are relative to the
-    runs each run is connected to by shared configs, averaged over them weighted by the configs each measured,
-    so pooling keeps their mean machine state. A run gets an offset only where it is as precise as one from
-    `MIN_SHARED` shared configs (0 over all kinds, and its offset over all kinds for a kind, otherwise)."""
+    measured log2 times by sample identity (`kind_of` names each identity's kind). A run gets an offset only where
+    it is as precise as one from `MIN_SHARED` shared configs (0 over all kinds, and its offset over all kinds for a
+    kind, otherwise). Over all kinds, the offsets of each group of connected runs average 0 (weighted by the configs
+    each shares), so pooling keeps their mean machine state; a kind's average what the same runs' offsets over all
+    kinds average, so that a run falling back to the latter stays on the same scale."""
     shared = _shared(measured)
-    offsets = [{ALL_KINDS: value if links >= MIN_SHARED else 0.0}
-               for value, links in zip(*_fit(measured, shared))]
+    overall = _centred(*_fit(measured, shared), [0.0] * len(measured))
+    offsets = [{ALL_KINDS: 0.0 if value is None else value} for value in overall]
+    reference = [offset[ALL_KINDS] for offset in offsets]
     for kind in sorted({kind_of[key] for key in shared}):
-        values, links = _fit(measured, {key for key in shared if kind_of[key] == kind})
-        for run, (value, link) in enumerate(zip(values, links)):
-            if link >= MIN_SHARED:
+        values = _centred(*_fit(measured, {key for key in shared if kind_of[key] == kind}), reference)
+        for run, value in enumerate(values):
+            if value is not None:
                 offsets[run][kind] = value
     return offsets
+
+
+def _centred(values: np.ndarray, links: np.ndarray, counts: np.ndarray, groups: list[list[int]],
+             reference: list[float]) -> list[float | None]:
+    """Per group, the offsets of the runs precise enough (`MIN_SHARED`) shifted so that their mean, weighted by the
+    configs each shares, is the reference offsets' mean over them; None for the other runs."""
+    centred: list[float | None] = [None] * len(values)
+    for group in groups:
+        precise = [run for run in group if links[run] >= MIN_SHARED]
+        if not precise:
+            continue
+        shares = counts[precise] / counts[precise].sum()
+        shift = float(shares @ np.array([reference[run] for run in precise])) - float(shares @ values[precise])
+        for run in precise:
+            centred[run] = float(values[run]) + shift
+    return centred
 
 
 def offset_for(offsets: dict[str, float], kind: str) -> float:
@@ -45,10 +63,13 @@ def _shared(measured: list[dict[str, float]]) -> set[str]:
     return {key for key, count in counts.items() if count > 1}
 
 
-def _fit(measured: list[dict[str, float]], keys: set[str]) -> tuple[list[float], list[float]]:
-    """Least-squares run offsets of the two-way fit over the given shared identities, centred per connected group
-    of runs (weighted by the identities each measured), and each run's precision as a number of configs (one
-    measurement's variance over its offset's: about the configs that link it to the others)."""
+Fitted = tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]
+
+
+def _fit(measured: list[dict[str, float]], keys: set[str]) -> Fitted:
+    """Least-squares run offsets of the two-way fit over the given shared identities, summing to 0 per connected
+    group of runs; each run's precision as a number of configs (one measurement's variance over its offset's: about
+    the configs that link it to the others); the identities each run measured; the groups."""
     runs = len(measured)
     laplacian, pulls = np.zeros((runs, runs)), np.zeros(runs)
     for key in keys:
@@ -58,20 +79,18 @@ def _fit(measured: list[dict[str, float]], keys: set[str]) -> tuple[list[float],
         laplacian[np.ix_(holders, holders)] -= 1.0 / len(holders)
         laplacian[holders, holders] += 1.0
     offsets, links = np.zeros(runs), np.zeros(runs)
-    counts = [sum(key in data for key in keys) for data in measured]
-    for group in _connected(laplacian):
+    groups = _connected(laplacian)
+    for group in groups:
         if len(group) < 2:
             continue
         # the group's Laplacian plus the mean (1/k 11'): invertible; its solution sums to zero, and its inverse less
         # 1/k is the covariance of sum-zero offsets in units of one measurement's variance
-        part = laplacian[np.ix_(group, group)] + 1.0 / len(group)
-        inverse = np.linalg.inv(part)
-        values = inverse @ pulls[group]
-        weights = np.array([counts[run] for run in group], dtype=float)
-        offsets[group] = values - float(weights @ values) / weights.sum()
+        inverse = np.linalg.inv(laplacian[np.ix_(group, group)] + 1.0 / len(group))
+        offsets[group] = inverse @ pulls[group]
         variances = np.diag(inverse) - 1.0 / len(group)
         links[group] = np.where(variances > 0, 1.0 / np.maximum(variances, 1e-300), 0.0)
-    return [float(value) for value in offsets], [float(link) for link in links]
+    counts = np.array([sum(key in data for key in keys) for data in measured], dtype=float)
+    return offsets, links, counts, groups
 
 
 def _connected(laplacian: np.ndarray) -> list[list[int]]:

@@ -61,8 +61,8 @@ ANCHOR_SCALE = 0.1
 
 def make_plan(scale: float, seed: int, kinds: list[str] | None, models: Iterable[str],
               budget: Budget, anchors: float = 0.0) -> list[Planned]:
-    """The full ordered plan: harvested model layers first, then the random plan; at a seed other than 0, with
-    seed 0's plan at scale `anchors` spread evenly through it."""
+    """The full ordered plan, each config once: harvested model layers first, then the random plan; at a seed other
+    than 0, with seed 0's plan at scale `anchors` spread evenly through it."""
     planned: list[Planned] = []
     cache: dict[str, LayerFeatures | None] = {}
 
