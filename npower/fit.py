@@ -29,8 +29,8 @@ from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature, variable_values
 from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
-from .profile.repeats import (PooledSample, check_poolable, pool_runs, pooled_device, pooled_offsets_pct,
-                              repeat_noise_pct, sample_identity, trace_overheads)
+from .profile.repeats import (PooledSample, check_poolable, pool_with_offsets, pooled_device, repeat_noise_pct,
+                              sample_identity, trace_overheads)
 from .profile.run_offsets import MIN_SHARED
 from .profile.store import SampleFile, read_samples
 
@@ -400,7 +400,8 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
     header = runs[0][1].header
     device = pooled_device(runs)
     by_kind: dict[str, list[tuple[PooledSample, dict[str, float]]]] = {}
-    for sample in pool_runs(runs):
+    samples, offsets_pct = pool_with_offsets(runs)
+    for sample in samples:
         kind, values = current_layer(sample.row)
         by_kind.setdefault(kind, []).append((sample, values))
     inside = inside_graph_only(by_kind)
@@ -438,7 +439,7 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
     provenance = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"npower {__version__} (npower fit)",
-        **_runs_provenance(runs, noise),
+        **_runs_provenance(runs, noise, offsets_pct),
         "samples_total": sum(counts.values()),
         "failed_samples": len({sample_identity(row) for _, run in runs for row in run.samples if row.get("error")}),
         "sample_counts": counts,
@@ -478,7 +479,8 @@ def inside_graph_only(by_kind: dict[str, list[tuple[PooledSample, dict[str, floa
     return kept
 
 
-def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]) -> dict[str, Any]:
+def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float],
+                     offsets_pct: list[float]) -> dict[str, Any]:
     """When the samples were measured and in which file(s); for pooled runs, how and their noise per kind."""
     if len(runs) == 1:
         name, run = runs[0]
@@ -488,7 +490,7 @@ def _runs_provenance(runs: list[tuple[str, SampleFile]], noise: dict[str, float]
             "repeats": "the runs were pooled: each config's runtime is the geometric mean over the runs that "
                        "measured it, each run's speed offset taken off; device numbers are the runs' mean, weighted "
                        "by the rows each measured",
-            "run_offsets_pct": pooled_offsets_pct(runs),
+            "run_offsets_pct": offsets_pct,
             "run_offsets": "each run's time against the runs it shares configs with, in %, over all kinds (per kind "
                            f"where that is as precise as an offset from {MIN_SHARED} shared configs); estimated by a "
                            "least-squares two-way fit, log2 time = config + run, over the shared configs and taken "

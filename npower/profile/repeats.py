@@ -78,10 +78,16 @@ def sample_identity(row: dict[str, Any]) -> str:
 
 
 def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
+    """`pool_with_offsets`' pooled samples."""
+    return pool_with_offsets(runs)[0]
+
+
+def pool_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[PooledSample], list[float]]:
     """Good samples of every run grouped by `sample_identity` (first-seen order); each run's trace overhead
     (`trace_overheads`) is taken off its rows and its speed offset (`run_offsets`) off their log2 times. A config
     a plan drew twice (or harvested from two models) is one sample too, measured once per run (the mean of the
-    run's log2 times). Call `check_poolable` first."""
+    run's log2 times). Also each run's offset over all kinds, in % of time (+: the run was slower). Call
+    `check_poolable` first."""
     measured, offsets = _measured_with_offsets(runs)
     pooled: dict[str, PooledSample] = {}
     for run, run_offset in zip(measured, offsets):
@@ -90,13 +96,7 @@ def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
             sample.log2_ms.append(value - offset_for(run_offset, row["kind"]))
             if (row.get("watts") or 0) > 0:
                 sample.watts.append(float(row["watts"]))
-    return list(pooled.values())
-
-
-def pooled_offsets_pct(runs: list[tuple[str, SampleFile]]) -> list[float]:
-    """Each run's speed offset over all kinds (`run_offsets`), in % of time (+: the run was slower)."""
-    _, offsets = _measured_with_offsets(runs)
-    return [round((2 ** offset[ALL_KINDS] - 1) * 100, 2) for offset in offsets]
+    return list(pooled.values()), [round((2 ** offset[ALL_KINDS] - 1) * 100, 2) for offset in offsets]
 
 
 Measured = dict[str, tuple[dict[str, Any], float]]
