@@ -112,6 +112,20 @@ def _window(node: Node, in_spatial, out_spatial) -> dict[str, float]:
             "pad_h": begin[1] + end[1], "pad_w": begin[2] + end[2], "dilation_h": dh, "dilation_w": dw}
 
 
+def output_taps(size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> list[int]:
+    """For each output position along one spatial axis, how many kernel taps read the input."""
+    return [sum(1 for tap in range(kernel) if 0 <= o * stride + tap * dilation - pad_begin < size_in)
+            for o in range(size_out)]
+
+
+def conv_axes(node: Node) -> list[tuple[int, int, int, int, int, int]]:
+    """(size_in, size_out, kernel, stride, dilation, pad_begin) along (d, h, w) (a missing axis unpadded)."""
+    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
+    begins = [0] * (5 - len(x)) + list(node.attrs["pads"][:len(x) - 2])
+    return list(zip(_dhw(x[2:]), _dhw(y[2:]), _dhw(w[2:]), _dhw(node.attrs["strides"]),
+                    _dhw(node.attrs["dilations"]), begins))
+
+
 @register("Conv", "FusedConv")
 def _conv(node: Node) -> LayerFeatures:
     x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
@@ -124,9 +138,23 @@ def _conv(node: Node) -> LayerFeatures:
     depthwise = groups > 1 and groups == x[1]
     features = {"batch": x[0], "in_channels": x[1], "out_channels": w[0], "groups": groups, **window,
                 "depthwise": int(depthwise), "pointwise": int(pointwise),
-                **_conv_as_gemm(x, w, y, groups, direct, strided)}
+                **_conv_as_gemm(x, w, y, groups, direct, strided), **_im2col_loops(node, direct)}
     return LayerFeatures(_conv_kind(direct and groups == 1 and len(x) > 3, depthwise), _floats(features),
                          _specials(node, macs))
+
+
+def _im2col_loops(node: Node, direct: bool) -> dict[str, float]:
+    """How MLAS's im2col fills the column buffer: one output row per kernel tap at a time (`im2col_rows`, a loop's
+    overhead each, which dominates over tiny maps), copying the row's inside in vectors but writing the taps that
+    fall on the left or right padding one element at a time (`im2col_edge`); none for a direct GEMM."""
+    if direct:
+        return {"im2col_rows": 0, "im2col_edge": 0}
+    x, w = node.inputs[0].shape, node.inputs[1].shape
+    d_axis, h_axis, w_axis = conv_axes(node)
+    planes = x[0] * x[1]
+    live_rows = planes * sum(output_taps(*d_axis)) * sum(output_taps(*h_axis))  # rows not on the top/bottom padding
+    return {"im2col_rows": planes * _prod(w[2:]) * d_axis[1] * h_axis[1],
+            "im2col_edge": live_rows * (w_axis[2] * w_axis[1] - sum(output_taps(*w_axis)))}
 
 
 def _conv_kind(direct_gemm: bool, depthwise: bool) -> str:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 
-from .features import LayerFeatures, _conv, _dhw, _floats, _movement, _per_channel, _pool, _prod, _specials, register
+from .features import (LayerFeatures, _conv, _dhw, _floats, _movement, _per_channel, _pool, _prod, _specials, conv_axes,
+                       output_taps, register)
 from .graph import Node
 
 NCHWC = "com.microsoft.nchwc"
@@ -45,23 +46,9 @@ def tap_reads(size_in: int, size_out: int, kernel: int, stride: int, dilation: i
     return reads
 
 
-def output_taps(size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad_begin: int) -> list[int]:
-    """For each output position along one spatial axis, how many kernel taps read the input."""
-    return [sum(1 for tap in range(kernel) if 0 <= o * stride + tap * dilation - pad_begin < size_in)
-            for o in range(size_out)]
-
-
-def _axes(node: Node) -> list[tuple[int, int, int, int, int, int]]:
-    """(size_in, size_out, kernel, stride, dilation, pad_begin) along (d, h, w) (a missing axis unpadded)."""
-    x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
-    begins = [0] * (5 - len(x)) + list(node.attrs["pads"][:len(x) - 2])
-    return list(zip(_dhw(x[2:]), _dhw(y[2:]), _dhw(w[2:]), _dhw(node.attrs["strides"]),
-                    _dhw(node.attrs["dilations"]), begins))
-
-
 def _axes_reads(node: Node) -> list[list[int]]:
     """tap_reads along (d, h, w) of a convolution."""
-    return [tap_reads(*axis) for axis in _axes(node)]
+    return [tap_reads(*axis) for axis in conv_axes(node)]
 
 
 def valid_macs(node: Node) -> float:
@@ -108,7 +95,7 @@ def kernel_steps(node: Node, groups: int) -> dict[str, float]:
     steps, `*_fmas` steps times filter blocks (vector multiply-adds per output); `memory_traffic` the bytes
     the kernel moves."""
     x, w = node.inputs[0].shape, node.inputs[1].shape
-    d_axis, h_axis, w_axis = _axes(node)
+    d_axis, h_axis, w_axis = conv_axes(node)
     _, out_w, kernel_w, *_ = w_axis
     rows = x[0] * sum(output_taps(*d_axis)) * sum(output_taps(*h_axis))  # output rows x kernel rows they read
     per_output = output_taps(*w_axis)
@@ -150,7 +137,7 @@ def memory_traffic(node: Node, groups: int, rows: int) -> dict[str, float]:
       a set): a pass is an input block, or for the pointwise kernel at stride 1 up to 128 input channels (at a
       larger stride it finishes one output row at a time, in cache)."""
     x, w, y = node.inputs[0].shape, node.inputs[1].shape, node.outputs[0].shape
-    _, h_axis, w_axis = _axes(node)
+    _, h_axis, w_axis = conv_axes(node)
     lanes = _lanes(w[1])
     sets_per_group = len(_filter_sets(-(-w[0] // groups // BLOCK)))
     traffic = {f"{name}_{band}": 0.0 for name in TRAFFIC for band, _ in BANDS}

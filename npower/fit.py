@@ -43,8 +43,9 @@ INNER_FOLDS = 3
 _CONV_FEATURES = ["batch", "groups", "gemm_m", "gemm_k", "gemm_n", "gemm_calls", "im2col_elems", "kernel_h",
                   "stride_h", "dilation_h", "depthwise", "pointwise", "macs", "in_elems", "weight_elems", "out_elems",
                   "total_bytes", "weight_traffic"]
-# the plain (im2col) convolution's strided gather and fixed setup cost (features._conv_as_gemm)
-_IM2COL_FEATURES = ["im2col_strided", "window_setup"]
+# the plain (im2col) convolution's strided gather, fixed setup cost (features._conv_as_gemm) and row loop with its
+# element-wise padding (features._im2col_loops)
+_IM2COL_FEATURES = ["im2col_strided", "window_setup", "im2col_rows", "im2col_edge"]
 # MLAS's blocked conv kernel (features_nchwc.kernel_steps; absent from the depthwise kinds)
 _MLAS_FEATURES = [f"{group}_{unit}" for group in ("main", "rest", "padded") for unit in ("steps", "fmas")] + \
     [f"{name}_{band}" for name in TRAFFIC for band, _ in BANDS] + ["input_read"]
@@ -78,8 +79,8 @@ SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_ele
                  "weight_traffic", "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
-WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "weight_touched", "rows", "outer", "pieces", "inputs", "spans",
-                                *_MLAS_FEATURES, *_FIRST_READS)
+WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "im2col_rows", "im2col_edge", "weight_touched", "rows", "outer",
+                                "pieces", "inputs", "spans", *_MLAS_FEATURES, *_FIRST_READS)
 # Hinges on log2(total bytes) at 1, 4, 16 and 64 MiB: the slope may change where data leaves a cache level.
 CACHE_KNOTS = (20, 22, 24, 26)
 

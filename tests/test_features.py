@@ -90,6 +90,20 @@ def test_plain_conv_window_setup_and_strided_gather(x, w, attrs, kind, setup, im
     assert (layer.features["im2col_elems"], layer.features["im2col_strided"]) == (im2col * x[0], strided * x[0])
 
 
+def test_im2col_row_loop_and_edge_taps():
+    """MLAS's im2col: a row per kernel tap and output row; the taps on the left/right padding of rows inside the
+    map written one by one. 3x3, pad 1, stride 2 over 13x13 -> 7x7: the first and last output rows and columns have
+    one tap on the padding, so the rows inside see 3 * 7 - 2 = 19 taps' rows per channel, each with 2 edge taps."""
+    layer = features_of(single_node_model("Conv", [("x", [2, 5, 13, 13])], {"pads": [1] * 4, "strides": [2, 2]},
+                                          [("w", [8, 5, 3, 3])]))
+    assert layer.features["im2col_rows"] == 2 * 5 * 9 * 7
+    assert layer.features["im2col_edge"] == 2 * 5 * 19 * 2
+    unpadded = features_of(single_node_model("Conv", [("x", [1, 4, 6, 8, 8])], {}, [("w", [2, 4, 3, 3, 3])]))
+    assert unpadded.features["im2col_rows"] == 4 * 27 * 4 * 6 and unpadded.features["im2col_edge"] == 0
+    direct = features_of(single_node_model("Conv", [("x", [1, 8, 5, 5])], {}, [("w", [4, 8, 1, 1])]))
+    assert direct.features["im2col_rows"] == 0 and direct.features["im2col_edge"] == 0
+
+
 def test_conv_transpose():
     layer = features_of(single_node_model("ConvTranspose", [("x", [1, 64, 14, 14])], {"strides": [2, 2]},
                                           [("w", [64, 32, 2, 2])]))
