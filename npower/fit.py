@@ -452,6 +452,7 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
         "fit": {"runtime": f"per kind, the form with the lowest {folds}-fold RMSPE among {forms}; "
                            "each model's `fit` says which form won",
                 "heldout": "nested cross-validation (the form chosen again inside each outer fold)",
+                "sample_time": "each sample's mean over its timed runs (the median where only that was recorded)",
                 "power": "LassoCV on W over raw and log2 features (published form)", "folds": folds, "seed": seed},
     }
     if header.get("cache_state"):

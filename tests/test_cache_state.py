@@ -13,7 +13,7 @@ from npower.pack import KindModels
 from npower.polynomial import SparsePolynomial
 from npower.predict import predict
 from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, graph_input_kind, in_network_ms,
-                                         last_level_cache_bytes, reads_weight_matrix)
+                                         last_level_cache_bytes, reads_weight_matrix, typical_ms)
 from npower.profile.repeats import runtime_target_ms
 from npower.profile.store import SampleWriter
 
@@ -181,3 +181,14 @@ def test_a_graph_input_read_through_a_view_is_still_read_from_memory():
     through_relu = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
                     helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
     assert _conv_rates(through_relu, [image], weights[:1]) == {"conv": 1e-6}
+
+
+def test_a_sample_is_fitted_on_its_runs_mean_where_recorded():
+    """A kernel timed from the trace in whole microseconds: runs of 2, 2, 3 us have the median 2 and the mean 2.33;
+    the mean is fitted (a network adds its kernels' times up), the median where a row has only that (public data)."""
+    stats = {"median_ms": 0.002, "mean_ms": 0.00233}
+    assert typical_ms(stats) == 0.00233 and typical_ms({"median_ms": 0.002}) == 0.002
+    row = {"kind": "reorder_input", "cache_state": "hot", "kernel": "ReorderInput", **stats,
+           "states": {"hot": stats, "evicted": {"median_ms": 0.004, "mean_ms": 0.005}}}
+    assert in_network_ms(row) == 0.00233
+    assert runtime_target_ms(row, 0.001) == pytest.approx(0.00133)

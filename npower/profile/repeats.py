@@ -36,7 +36,7 @@ class PooledSample:
 
 
 def runtime_target_ms(row: dict[str, Any], trace_overhead_ms: float) -> float:
-    """A sample's runtime to fit: its median in the cache state of a network (`cache_state.in_network_ms`),
+    """A sample's runtime to fit: its time in the cache state of a network (`cache_state.in_network_ms`),
     less the time onnxruntime's profiler added to it where the kernel was timed from the profiler's trace
     (rows with a `kernel`), kept to at least a tenth of it."""
     return in_network_ms(row, trace_overhead_ms if "kernel" in row else 0.0)
