@@ -200,7 +200,8 @@ def _gemm(node: Node) -> LayerFeatures:
     m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else (a[0], a[1])
     n = b[0] if node.attrs.get("transB", 0) else b[1]
     has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
-    features = {"batch": 1, "m": m, "k": k, "n": n, "has_bias": int(has_bias)}
+    features = {"batch": 1, "m": m, "k": k, "n": n, "has_bias": int(has_bias),
+                "trans_a": int(node.attrs.get("transA", 0)), "trans_b": int(node.attrs.get("transB", 0))}
     return LayerFeatures("gemm", _floats(features), _specials(node, m * k * n))
 
 
@@ -212,7 +213,9 @@ def _matmul(node: Node) -> LayerFeatures:
     n = b[-1] if len(b) > 1 else 1
     matrix_dims = (len(a) > 1) + (len(b) > 1)  # a 1-D operand contributes no dimension to the output
     batch = _prod(y[:len(y) - matrix_dims])
-    features = {"batch": batch, "m": m, "k": k, "n": n, "b_is_weight": int(node.inputs[1].is_weight)}
+    flattened = len(b) <= 2  # onnxruntime runs A's rows of every batch as one GEMM when B is a matrix
+    features = {"batch": batch, "m": m, "k": k, "n": n, "b_is_weight": int(node.inputs[1].is_weight),
+                "gemm_m": batch * m if flattened else m, "gemm_calls": 1 if flattened else batch}
     return LayerFeatures("matmul", _floats(features), _specials(node, batch * m * k * n))
 
 

@@ -57,7 +57,7 @@ FIT_FEATURES = {
     "conv": _CONV_FEATURES + _IM2COL_FEATURES + device_feature_names("conv"),
     "gemm": _GEMM_FEATURES + device_feature_names("gemm"),
     "matmul": _GEMM_FEATURES + device_feature_names("matmul"),
-    "conv_1x1": _CONV_FEATURES + ["window_setup"],  # stride 1, no pads: nothing gathered with a stride
+    "conv_1x1": _CONV_FEATURES + ["window_setup"] + device_feature_names("conv_1x1"),  # nothing gathered: no stride
     # depthwise: MACs are the column elements times the channel multiplier (nearly always 1; direct 1x1
     # aside) and the weights a few KB; with them the sum-of-work form split one cost between two names
     "conv_dw": [f for f in _CONV_FEATURES if f not in ("macs", "weight_elems", "weight_traffic")] + _IM2COL_FEATURES,
@@ -65,10 +65,11 @@ FIT_FEATURES = {
     # a per-channel scale in the blocked layout: a stream over the tensor, a kernel call per row of 16 channels
     "nchwc_conv_dw_1x1": ["batch", "groups", "out_w", "stride_h", "row_calls", "in_elems", "out_elems", "total_bytes"],
     "nchwc_conv_1x1": [f for f in _NCHWC_FEATURES if f != "input_read"] + _FIRST_READS,  # input_read: their sum
-    # onnxruntime's GEMM into a column buffer and col2im's adds from it (features._conv_transpose)
+    # onnxruntime's GEMM into a column buffer and col2im's adds from it (features._conv_transpose); of the SGEMM's
+    # paths its panels only: the GEMV flag (a 1x1 input map, a few samples) let one outer fold's form blow up
     "conv_transpose": ["batch", "in_channels", "out_channels", "groups", "in_h", "out_h", "kernel_h", "stride_h",
                        "macs", "in_elems", "weight_elems", "out_elems", "gemm_m", "gemm_k", "gemm_n", "gemm_calls",
-                       "col_elems"],
+                       "col_elems", "sgemm_macs"],
     "maxpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
                 "out_elems", "flops"],
     "avgpool": ["batch", "channels", "planes", "in_h", "out_h", "kernel_h", "stride_h", "pad_h", "in_elems",
@@ -76,7 +77,7 @@ FIT_FEATURES = {
 }
 # Variables that measure amounts of work (most important first), for the work x rate form.
 SIZE_FEATURES = ("valid_macs", "macs", "flops", "elements", "in_elems", "out_elems", "im2col_elems", "col_elems",
-                 "weight_traffic", "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes")
+                 "weight_traffic", "weight_elems", "total_bytes", "gemm_calls", "row_calls", "planes", "sgemm_macs")
 # Amounts a sum-of-work form may charge a time for: the sizes, the kernels' own counts of steps and reads,
 # and per-call or per-piece counts (flags add a fixed cost); not shapes (a kernel height is no amount of work).
 WORK_AMOUNTS = SIZE_FEATURES + ("im2col_strided", "im2col_rows", "im2col_edge", "weight_touched", "rows", "outer",
@@ -150,7 +151,8 @@ def monomials(variables: list[str], degree: int) -> list[dict[str, int]]:
 
 
 def _is_flag(variable: str) -> bool:
-    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise", "window_setup")
+    return variable in ("has_bias", "b_is_weight", "broadcast", "linear", "depthwise", "pointwise", "window_setup",
+                        "gemm_single_row", "gemm_single_column")
 
 
 class _RidgeGCV:

@@ -68,6 +68,7 @@ def _kernel(op: str, *weights: tuple, group: int = 1) -> Node:
     (_kernel("Conv", (64, 1, 3, 3), group=64), True),        # depthwise
     (_kernel("Conv", (16, 1, 1, 1)), True),                  # one channel to 16: a filter bank
     (_kernel("FusedConv", (16, 1, 1, 1)), True),             # the same, with its activation fused
+    (_kernel("ConvTranspose", (1, 3, 1, 1)), True),          # one channel to 3, transposed: a filter bank too
     (_kernel("Conv", (64, 1, 1, 1), group=64), False),       # a BatchNormalization as a 1x1 depthwise conv
     (_kernel("MatMul", (768, 3072)), True),
     (_kernel("LayerNormalization", (64,), (64,)), False),    # scale and shift only
@@ -89,14 +90,15 @@ def test_depthwise_samples_are_fitted_between_the_two_states():
     assert in_network_ms(batchnorm) == 0.2
 
 
-@pytest.mark.parametrize("group, weight, expected", [(1, [16, 1, 1, 1], 0.8), (16, [16, 1, 1, 1], 0.2),
-                                                     (1, [16, 3, 1, 1], 0.8)])
-def test_rows_timed_hot_before_one_channel_convs_counted_as_filter_banks_fit_their_evicted_time(group, weight,
+@pytest.mark.parametrize("op, group, weight, expected", [
+    ("Conv", 1, [16, 1, 1, 1], 0.8), ("Conv", 16, [16, 1, 1, 1], 0.2), ("Conv", 1, [16, 3, 1, 1], 0.8),
+    ("ConvTranspose", 1, [1, 3, 1, 1], 0.8)])
+def test_rows_timed_hot_before_one_channel_convs_counted_as_filter_banks_fit_their_evicted_time(op, group, weight,
                                                                                                  expected):
     states = {"evicted": {"median_ms": 0.8}, "hot": {"median_ms": 0.2}}
-    config = {"op": "Conv", "attrs": {"group": group}, "inputs": [{"shape": [1, 16, 8, 8], "weight": False},
-                                                                  {"shape": weight, "weight": True}]}
-    profiled = "evicted" if weight[1] > 1 else "hot"  # the state the profiler chose before
+    config = {"op": op, "attrs": {"group": group}, "inputs": [{"shape": [1, 16, 8, 8], "weight": False},
+                                                              {"shape": weight, "weight": True}]}
+    profiled = "evicted" if sorted(weight)[-2] > 1 else "hot"  # the state the profiler chose before
     row = {"kind": "nchwc_conv_nchw", "config": config, "states": states, "cache_state": profiled,
            "median_ms": states[profiled]["median_ms"]}
     assert in_network_ms(row) == expected

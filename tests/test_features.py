@@ -1,9 +1,11 @@
 """Feature values against hand-computed numbers."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from npower import zoo
+from npower.device_features import derive
 from npower.features import broadcast_spans, extract
 from npower.graph import load_graph
 
@@ -102,6 +104,31 @@ def test_im2col_row_loop_and_edge_taps():
     assert unpadded.features["im2col_rows"] == 4 * 27 * 4 * 6 and unpadded.features["im2col_edge"] == 0
     direct = features_of(single_node_model("Conv", [("x", [1, 8, 5, 5])], {}, [("w", [4, 8, 1, 1])]))
     assert direct.features["im2col_rows"] == 0 and direct.features["im2col_edge"] == 0
+
+
+CPU = {"kind": "cpu", "name": "AMD EPYC"}
+
+
+@pytest.mark.parametrize("op,x,w,attrs,macs,single_row,single_column", [
+    ("Conv", [2, 8, 2, 2], [4, 8, 1, 1], {}, 2 * 4 * 8 * 16, 0, 0),          # N = 4 pixels: a whole 16-column panel
+    ("Conv", [1, 8, 17, 1], [4, 8, 1, 1], {}, 4 * 8 * 32, 0, 0),             # N = 17: two panels
+    ("Conv", [1, 8, 2, 2], [1, 8, 1, 1], {}, 8 * 4, 1, 0),                   # M = 1: A's row times B, nothing packed
+    ("Conv", [3, 8, 1, 1], [4, 8, 1, 1], {}, 3 * 4 * 8, 0, 1),               # N = 1: a GEMV per image
+    ("Conv", [1, 8, 6, 6], [4, 8, 3, 3], {"pads": [1] * 4}, 4 * 72 * 48, 0, 0),  # im2col: K = 8 x 9, N = 36
+    ("ConvTranspose", [1, 8, 2, 2], [8, 1, 1, 1], {}, 8 * 16, 0, 0),         # A transposed: M = 1 packs B
+    ("Gemm", [1, 64], [10, 64], {"transB": 1}, 64 * 10, 1, 0),               # a classifier at batch 1: one row
+    ("Gemm", [5, 64], [1, 64], {"transB": 1}, 5 * 64 * 16, 0, 0),            # N = 1 but B transposed: packed
+    ("MatMul", [3, 7, 64], [64, 20], {}, 21 * 64 * 32, 0, 0),                # B a matrix: 3 x 7 rows in one GEMM
+    ("MatMul", [3, 1, 64], [3, 64, 20], {}, 3 * 64 * 20, 1, 0),              # batched: a single row in each
+])
+def test_mlas_sgemm_rounds_n_to_whole_panels_except_on_the_unpacked_paths(op, x, w, attrs, macs, single_row,
+                                                                          single_column):
+    layer = features_of(single_node_model(op, [("x", x)], attrs, [("w", w)]))
+    columns = {name: np.array([value]) for name, value in layer.values().items()}
+    sgemm = derive(layer.kind, columns, CPU)
+    assert sgemm["sgemm_macs"][0] == macs
+    assert (sgemm["gemm_single_row"][0], sgemm["gemm_single_column"][0]) == (single_row, single_column)
+    assert derive(layer.kind, columns, {"kind": "gpu"}) == {}  # a GPU without an SM count: neither kind of feature
 
 
 def test_conv_transpose():

@@ -55,6 +55,9 @@ def last_level_cache_bytes(cpu: str = "/sys/devices/system/cpu/cpu0") -> int:
     return max(sizes, default=FALLBACK_CACHE_BYTES)
 
 
+CONV_OPS = ("Conv", "FusedConv", "ConvTranspose")
+
+
 def reads_weight_matrix(kernel: Node) -> bool:
     """Does the kernel read a constant with two or more dimensions above 1 (a filter bank or weight
     matrix, as opposed to a bias, a norm's scale or a per-channel constant), or an ungrouped conv's filters?"""
@@ -63,19 +66,22 @@ def reads_weight_matrix(kernel: Node) -> bool:
 
 
 def _weight_matrix(op: str, groups: int, weight_shapes: list) -> bool:
-    """`reads_weight_matrix` from the op, its group count and its weights' shapes. An ungrouped conv's filters
-    are a filter bank even where only one dimension exceeds 1: [C, 1, 1, 1] maps one input channel to C."""
-    filter_bank = op in ("Conv", "FusedConv") and groups == 1
+    """`reads_weight_matrix` from the op, its group count and its weights' shapes. An ungrouped conv's (or
+    transposed conv's) filters are a filter bank even where only one dimension exceeds 1: [C, 1, 1, 1] maps one
+    input channel to C."""
+    filter_bank = op in CONV_OPS and groups == 1
     return any(sum(isinstance(d, int) and d > 1 for d in shape) >= 2 or (filter_bank and len(shape) > 2)
                for shape in weight_shapes)
 
 
 def _chosen_state(row: dict) -> str | None:
     """The state a row's kernel takes its time from by today's rule (`reads_weight_matrix`); rows profiled before
-    ungrouped 1x1 convs over one channel counted as reading a filter bank were timed hot, and recorded both."""
+    ungrouped 1x1 convs (and transposed convs) over one channel counted as reading a filter bank were timed hot,
+    and recorded both."""
     config = row.get("config") or {}
     weights = [t["shape"] for t in config.get("inputs", []) if isinstance(t, dict) and t.get("weight")]
-    if config.get("op") == "Conv" and _weight_matrix("Conv", int(config.get("attrs", {}).get("group", 1)), weights):
+    op = config.get("op")
+    if op in CONV_OPS and _weight_matrix(op, int(config.get("attrs", {}).get("group", 1)), weights):
         return "evicted"
     return row.get("cache_state")
 
