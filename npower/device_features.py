@@ -67,9 +67,10 @@ def derive(kind: str, columns: Columns, device: Mapping[str, Any]) -> dict[str, 
     """Device features of a kind's layers (arrays aligned with `columns`): a CPU's SGEMM paths; a GPU's tiles and
     waves, {} without an SM count."""
     if device.get("kind") == "cpu":
+        sgemm = SGEMM_SHAPES.get(kind)
         try:
-            return sgemm_features(*SGEMM_SHAPES[kind](columns)) if kind in SGEMM_SHAPES else {}
-        except KeyError:
+            return sgemm_features(*sgemm(columns)) if sgemm else {}
+        except KeyError:  # columns without a GEMM shape (rows of another extractor's version)
             return {}
     shape = GEMM_SHAPES.get(kind)
     sms = device.get("sms")

@@ -197,11 +197,11 @@ def _conv_transpose(node: Node) -> LayerFeatures:
 @register("Gemm", "FusedGemm")
 def _gemm(node: Node) -> LayerFeatures:
     a, b = node.inputs[0].shape, node.inputs[1].shape
-    m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else (a[0], a[1])
-    n = b[0] if node.attrs.get("transB", 0) else b[1]
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    m, k = (a[1], a[0]) if trans_a else (a[0], a[1])
+    n = b[0] if trans_b else b[1]
     has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
-    features = {"batch": 1, "m": m, "k": k, "n": n, "has_bias": int(has_bias),
-                "trans_a": int(node.attrs.get("transA", 0)), "trans_b": int(node.attrs.get("transB", 0))}
+    features = {"batch": 1, "m": m, "k": k, "n": n, "has_bias": int(has_bias), "trans_a": trans_a, "trans_b": trans_b}
     return LayerFeatures("gemm", _floats(features), _specials(node, m * k * n))
 
 
