@@ -28,7 +28,8 @@ from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import SparsePolynomial, design_matrix, variable_feature, variable_values
-from .profile.cache_state import BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind
+from .profile.cache_state import (BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind,
+                                  steady_state_kinds)
 from .profile.repeats import (PooledSample, check_poolable, pool_with_offsets, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.run_offsets import MIN_SHARED
@@ -462,6 +463,10 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
                                             "geometric mean of the evicted and hot states; kinds ending "
                                             f"{GRAPH_INPUT}: kernels reading a graph input, evicted without "
                                             "reading it back")
+    steady = sorted(steady_state_kinds(row for _, run in runs for row in run.samples))
+    if steady:
+        provenance["fit"]["steady_state"] = (f"{', '.join(steady)}: fitted on their samples timed in a steady loop (no "
+                                             "eviction between runs), for kernels without a weight matrix")
     if inside:
         provenance["fit"]["mid_graph"] = {kind: f"fitted on the {kept} of {total} samples timed between two plain "
                                                 f"kernels (a single-node graph's read the input or write the output)"

@@ -156,8 +156,10 @@ def squeezenet(b: NetBuilder) -> str:
     return b.softmax(b.flatten(b.gap(x)))
 
 
-def efficientnet_b0(b: NetBuilder) -> str:
-    x = _conv_bn_relu(b, "input", 32, 3, 2, act="swish")
+def efficientnet_b0(b: NetBuilder, squeeze_excite: bool = True, act: str = "swish") -> str:
+    """EfficientNet-B0 (MBConv blocks with squeeze-and-excitation, Swish); the two switches build the variants
+    `benchmarks/efficientnet_ablation.py` compares."""
+    x = _conv_bn_relu(b, "input", 32, 3, 2, act=act)
     cin = 32
     for expand, cout, repeats, first_stride, k in ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5),
                                                    (6, 80, 3, 2, 3), (6, 112, 3, 1, 5), (6, 192, 4, 2, 5),
@@ -165,14 +167,15 @@ def efficientnet_b0(b: NetBuilder) -> str:
         for index in range(repeats):
             stride = first_stride if index == 0 else 1
             hidden = cin * expand
-            y = _conv_bn_relu(b, x, hidden, 1, act="swish") if expand != 1 else x
-            y = _conv_bn_relu(b, y, hidden, k, stride, groups=hidden, act="swish")
-            squeeze = b.swish(b.conv(b.gap(y), max(1, cin // 4), 1))
-            y = b.mul(y, b.sigmoid(b.conv(squeeze, hidden, 1)))
+            y = _conv_bn_relu(b, x, hidden, 1, act=act) if expand != 1 else x
+            y = _conv_bn_relu(b, y, hidden, k, stride, groups=hidden, act=act)
+            if squeeze_excite:
+                squeeze = b.swish(b.conv(b.gap(y), max(1, cin // 4), 1))
+                y = b.mul(y, b.sigmoid(b.conv(squeeze, hidden, 1)))
             y = _conv_bn_relu(b, y, cout, 1, act="none")
             x = b.add(y, x) if stride == 1 and cin == cout else y
             cin = cout
-    x = _conv_bn_relu(b, x, 1280, 1, act="swish")
+    x = _conv_bn_relu(b, x, 1280, 1, act=act)
     return b.gemm(b.flatten(b.gap(x)), 1000)
 
 

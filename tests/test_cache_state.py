@@ -12,8 +12,9 @@ from npower.graph import Node, Tensor, load_graph
 from npower.pack import KindModels
 from npower.polynomial import SparsePolynomial
 from npower.predict import predict
-from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, InNetworkCacheState, graph_input_kind, in_network_ms,
-                                         last_level_cache_bytes, reads_weight_matrix, typical_ms)
+from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, MIN_STEADY_ROWS, InNetworkCacheState, graph_input_kind,
+                                         in_fitted_state, in_network_ms, last_level_cache_bytes, reads_weight_matrix,
+                                         steady_state_kinds, typical_ms)
 from npower.profile.repeats import runtime_target_ms
 from npower.profile.store import SampleWriter
 
@@ -88,6 +89,30 @@ def test_depthwise_samples_are_fitted_between_the_two_states():
     assert in_network_ms({"kind": "conv_dw", "median_ms": 0.5}) == 0.5  # no states recorded (wall-clock rows)
     batchnorm = {**depthwise, "median_ms": 0.2, "cache_state": "hot"}  # a BatchNormalization as a 1x1 dw conv
     assert in_network_ms(batchnorm) == 0.2
+
+
+def _timed(kind: str, state: str, **extra) -> dict:
+    states = {"evicted": {"mean_ms": 0.09}, "hot": {"mean_ms": 0.06}, "steady": {"mean_ms": 0.04}}
+    if state == "hot":
+        del states["steady"]
+    return {"kind": kind, "cache_state": state, "states": states, "kernel": "Relu", **states[state], **extra}
+
+
+def test_a_kind_with_enough_steady_rows_is_fitted_from_the_steady_state_alone():
+    """Kernels without a weight matrix are timed in a steady loop too; a kind with MIN_STEADY_ROWS rows timed so is
+    fitted from them (its rows profiled before, hot only, are left out), another kind from the hot state of all its
+    rows (the alternating runs each row also has)."""
+    rows = ([_timed("relu", "steady")] * MIN_STEADY_ROWS + [_timed("relu", "hot")] * 5
+            + [_timed("add", "steady")] * (MIN_STEADY_ROWS - 1) + [_timed("add", "hot")] * 30
+            + [_timed("mul", "steady", error="x")] * MIN_STEADY_ROWS)
+    kinds = steady_state_kinds(rows)
+    assert kinds == {"relu"}
+    assert in_network_ms(in_fitted_state(_timed("relu", "steady"), kinds)) == 0.04
+    assert in_fitted_state(_timed("relu", "hot"), kinds) is None
+    assert in_network_ms(in_fitted_state(_timed("add", "steady"), kinds)) == 0.06
+    assert in_network_ms(in_fitted_state(_timed("add", "hot"), kinds)) == 0.06
+    conv = _timed("conv", "evicted")
+    assert in_fitted_state(conv, kinds) is conv and in_network_ms(conv) == 0.09
 
 
 @pytest.mark.parametrize("op, group, weight, expected", [

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import linear_pack, single_node_model
 from npower import fit
-from npower.profile.repeats import PooledSample, pooled_device, runtime_target_ms, trace_overheads
+from npower.profile.cache_state import MIN_STEADY_ROWS
+from npower.profile.repeats import PooledSample, pool_runs, pooled_device, runtime_target_ms, trace_overheads
 from npower.profile.store import SampleFile
 from npower.device_features import derive
 from npower.graph import load_graph
@@ -121,6 +122,23 @@ def test_pooled_runs_device_numbers_are_weighted_by_the_rows_each_measured():
         return SampleFile({"device": device}, [{"key": str(i)} for i in range(rows)])
     device = pooled_device([("a", run(100.0, 30)), ("b", run(200.0, 10)), ("c", run(None, 50))])
     assert device == {"name": "cpu", "cores": 2, "peak_gflops": 125.0}
+
+
+def test_runs_pool_a_config_in_the_state_its_kind_is_fitted_from():
+    """A config profiled hot only in an older run and hot and steady in a newer one: its kind, steady in enough rows,
+    pools the newer run's steady time alone (the older run's row is left out, not averaged in); the two runs' speeds
+    are compared in the state both timed, hot, so an older run a third slower there moves the pooled scale to
+    halfway (in log2) between the two runs."""
+    def row(key: str, states: dict) -> dict:
+        state = "steady" if "steady" in states else "hot"
+        return {"key": key, "kind": "relu", "kernel": "Relu", "cache_state": state, "states": states, **states[state]}
+    newer = SampleFile({}, [row(str(i), {"hot": {"mean_ms": 0.06}, "steady": {"mean_ms": 0.04}})
+                            for i in range(MIN_STEADY_ROWS)])
+    for older_hot_ms, expected_ms in ((0.06, 0.04), (0.08, 0.04 * (0.08 / 0.06) ** 0.5)):
+        older = SampleFile({}, [row(str(i), {"hot": {"mean_ms": older_hot_ms}}) for i in range(MIN_STEADY_ROWS)])
+        pooled = pool_runs([("older", older), ("newer", newer)])
+        assert len(pooled) == MIN_STEADY_ROWS
+        assert all(sample.runtime_ms == pytest.approx(expected_ms) for sample in pooled)
 
 
 def test_reorders_are_fitted_on_samples_timed_inside_a_graph_where_there_are_some():

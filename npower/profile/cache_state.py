@@ -19,6 +19,11 @@ states, which is why the fit takes the geometric mean of both for the depthwise 
 A reorder of the blocked layout reads the tensor a kernel just wrote and writes one the next kernel reads inside a
 network; in a single-node graph it reads the user's input or writes the graph output, 1.5-3x slower: the reorder
 kinds (`GRAPH_EDGE_KINDS`) are fitted on samples timed between two plain kernels where the runs have them.
+Kernels without a weight matrix are also timed in a steady loop (the steady state: no eviction between runs), and
+their kinds are fitted from it where a kind has at least MIN_STEADY_ROWS such rows (`steady_state_kinds`): the hot run
+right after an evicted one is not hot for a tensor of a few MB (a Relu over 3 MB: 2.1x its steady time on the Zen 4
+pack's machine, 1.3x at 0.2 MB), while inside a network the arena hands such a kernel buffers the kernels before it
+just used (`BENCHMARKS.md`, "The hot state after an eviction").
 A kernel that reads a graph input (the tensor the user feeds, last touched one inference earlier) meets it in
 memory: a network's first conv. Plan configs marked `graph_input` are timed from an evicted state whose inputs
 are not read back; their rows are fitted as a kind of their own (`graph_input_kind`), which `predict` uses for
@@ -29,8 +34,9 @@ from __future__ import annotations
 import glob
 import itertools
 import math
+from collections import Counter
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -117,6 +123,25 @@ def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
     if row.get("kind") in BETWEEN_STATES_KINDS and chosen == "evicted" and {"evicted", "hot"} <= states.keys():
         return between_states_ms(less_overhead(states["evicted"]), less_overhead(states["hot"]))
     return less_overhead(states[chosen] if chosen in states else row)
+
+
+MIN_STEADY_ROWS = 20  # a kind's rows timed in the steady state for the kind to be fitted from it
+STEADY_STATE = "kernels without a weight matrix also timed in a steady loop (no eviction between runs)"
+
+
+def steady_state_kinds(rows: Iterable[dict]) -> set[str]:
+    """The kinds fitted from the steady state: those with at least MIN_STEADY_ROWS good rows timed in it."""
+    counts = Counter(row.get("kind") for row in rows if row.get("cache_state") == "steady" and not row.get("error"))
+    return {kind for kind, count in counts.items() if count >= MIN_STEADY_ROWS}
+
+
+def in_fitted_state(row: dict, steady_kinds: set[str]) -> dict | None:
+    """The row in the state its kind is fitted from: a kind fitted from the steady state drops the rows of its kind
+    timed hot only (profiled before the steady state was); any other kind takes its steady rows' hot state."""
+    state = row.get("cache_state")
+    if row.get("kind") in steady_kinds:
+        return None if state == "hot" else row
+    return {**row, "cache_state": "hot"} if state == "steady" else row
 
 
 def typical_ms(stats: dict) -> float:

@@ -6,7 +6,8 @@ kernel is sampled on its own: the planned single-node graph runs under onnxrunti
 (timed by the backend's policy, for each of the two cache states of `cache_state`), and every kernel
 onnxruntime executed becomes one sample row with the config, kind and features of the kernel
 npower's rules synthesize for it, and its time per inference from the trace (median, p10, p90 over
-the timed runs of the state that kernel meets inside a network; both states' timings are kept).
+the timed runs of the state that kernel meets inside a network; both states' timings are kept). A kernel without a
+weight matrix is also timed in a steady loop, its third state (`times_steady`).
 The profiler adds about 1 us to every kernel it traces: a new sample file's header records that
 overhead as measured on the machine (`trace_overhead_ms`), and `npower fit` takes it off each row.
 The kernels onnxruntime ran must be the ones the rules predict for that graph: a mismatch is
@@ -30,7 +31,7 @@ from ..runtimes import Runtime, RuleSet
 from ..runtimes.ort_layout import LayoutRuleSet
 from .backends import summarize, time_runs
 from .build import build_model, make_feeds
-from .cache_state import in_network_cache_state, reads_weight_matrix
+from .cache_state import GRAPH_EDGE_KINDS, in_network_cache_state, reads_weight_matrix
 
 
 def traces_kernels(backend) -> bool:
@@ -108,23 +109,29 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
     fed_from_memory = set(feeds) if config.get("graph_input") else set()  # graph inputs: not read back into cache
     read_back = {name: value for name, value in feeds.items() if name not in fed_from_memory}
 
-    def loop(run: Callable[[], None]) -> None:
+    def alternating(run: Callable[[], None]) -> None:
         time_runs(state.alternate(run, read_back), replace(policy, min_runs=2 * policy.min_runs))
 
-    events, executed = backend.trace(build_model(config, seed).SerializeToString(), feeds, loop)
-    ran = sorted(kernel_runs(events, executed, policy.warmup_runs).values(), key=lambda item: item[0])
+    model = build_model(config, seed).SerializeToString()
+    ran = _sorted_runs(*backend.trace(model, feeds, alternating), policy.warmup_runs)
     ours = sorted(expected, key=lambda kernel: op_name(kernel.domain, kernel.op_type))
     names = [op for op, _ in ran], [op_name(k.domain, k.op_type) for k in ours]
     if names[0] != names[1]:
         return [{**base, "error": f"onnxruntime ran {', '.join(names[0])}; "
                                   f"npower's rules expect {', '.join(names[1])}"}]
+    steady = [None] * len(ours)
+    if any(times_steady(kernel, config) for kernel in ours):
+        steady = [times for _, times in _sorted_runs(*backend.trace(model, feeds, lambda run: time_runs(run, policy)),
+                                                     policy.warmup_runs)]
     rows = []
-    for kernel, (op, times) in zip(ours, ran):
+    for kernel, (op, times), steady_times in zip(ours, ran, steady):
         if is_wrap(kernel, config):
             continue
         layer = extract(kernel)
         states = dict(zip(("evicted", "hot"), (summarize(t).to_dict() for t in state.split(times, policy.warmup_runs))))
         chosen = "evicted" if reads_weight_matrix(kernel) else "hot"
+        if chosen == "hot" and steady_times and times_steady(kernel, config):
+            states[chosen := "steady"] = summarize(steady_times).to_dict()
         rows.append({**base, "kind": layer.kind, "kernel": op,
                      "config": kernel_config(kernel) if kernel.domain == NCHWC else config,
                      "features": layer.features, "specials": layer.specials,
@@ -133,6 +140,19 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
                                                      for t in kernel.inputs) else {}),
                      **({"mid_graph": True} if config.get("wrap") else {})})
     return rows
+
+
+def _sorted_runs(events: list[dict[str, Any]], executed: onnx.GraphProto, skip: int) -> list[tuple[str, list[float]]]:
+    """A trace's (op, per-inference seconds) of every kernel, in the order of their ops (as `kernel_rows` pairs them
+    with the kernels the rules expect)."""
+    return sorted(kernel_runs(events, executed, skip).values(), key=lambda item: item[0])
+
+
+def times_steady(kernel: Node, config: dict[str, Any]) -> bool:
+    """Is the kernel fitted from the steady state (`cache_state` module doc): one without a weight matrix, other
+    than the wrap ops and the reorders a single-node graph runs at its edges?"""
+    edge_reorder = not config.get("wrap") and extract(kernel).kind in GRAPH_EDGE_KINDS
+    return not (reads_weight_matrix(kernel) or is_wrap(kernel, config) or edge_reorder)
 
 
 def is_wrap(kernel: Node, config: dict[str, Any]) -> bool:

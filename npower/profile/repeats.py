@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NpowerError
-from .cache_state import in_network_ms
+from .cache_state import in_fitted_state, in_network_ms, steady_state_kinds
 from .run_offsets import ALL_KINDS, offset_for, run_offsets
 from .store import SampleFile, runtime_differences
 
@@ -103,18 +103,24 @@ Measured = dict[str, tuple[dict[str, Any], float]]
 
 
 def _measured_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[Measured], list[dict[str, float]]]:
-    """Every run's log2 targets (`_log2_targets`) and speed offsets (`run_offsets`)."""
-    measured = [_log2_targets(run, overhead) for (_, run), overhead in zip(runs, trace_overheads(runs))]
-    kinds = {identity: row["kind"] for run in measured for identity, (row, _) in run.items()}
-    return measured, run_offsets([{identity: value for identity, (_, value) in run.items()} for run in measured],
+    """Every run's log2 targets (`_log2_targets`) and speed offsets (`run_offsets`). The offsets compare the runs in
+    the states every run timed (a steady row in its alternating hot state), so that runs profiled before the steady
+    state and after it stay on one scale through the configs both measured."""
+    overheads = trace_overheads(runs)
+    steady_kinds = steady_state_kinds(row for _, run in runs for row in run.samples)
+    measured = [_log2_targets(run, overhead, steady_kinds) for (_, run), overhead in zip(runs, overheads)]
+    comparable = [_log2_targets(run, overhead, set()) for (_, run), overhead in zip(runs, overheads)]
+    kinds = {identity: row["kind"] for run in comparable for identity, (row, _) in run.items()}
+    return measured, run_offsets([{identity: value for identity, (_, value) in run.items()} for run in comparable],
                                  kinds)
 
 
-def _log2_targets(run: SampleFile, overhead_ms: float) -> Measured:
-    """A run's good rows by `sample_identity`, each with its log2 runtime target; a config measured twice in one
-    run keeps its first row and the mean of its log2 times."""
+def _log2_targets(run: SampleFile, overhead_ms: float, steady_kinds: set[str]) -> Measured:
+    """A run's good rows by `sample_identity`, each with its log2 runtime target in the state its kind is fitted
+    from (`cache_state.in_fitted_state`); a config measured twice in one run keeps its first row and the mean of its
+    log2 times."""
     values: dict[str, tuple[dict[str, Any], list[float]]] = {}
-    for row in run.samples:
+    for row in filter(None, (in_fitted_state(row, steady_kinds) for row in run.samples)):
         target = 0.0 if row.get("error") else runtime_target_ms(row, overhead_ms)
         if target > 0:  # not failed, nor a zero time: something to fit
             values.setdefault(sample_identity(row), (row, []))[1].append(math.log2(target))

@@ -15,7 +15,7 @@ from ..errors import NpowerError
 from ..features import LayerFeatures, extract
 from .backends import Backend
 from .build import build_model, configured_node, make_feeds
-from .cache_state import InNetworkCacheState
+from .cache_state import STEADY_STATE, InNetworkCacheState
 from .harvest import harvest
 from .ort_trace import kernel_rows, trace_overhead_ms, traces_kernels
 from .plan import Config, config_key, generate
@@ -178,6 +178,7 @@ def run_profile(out_path: str, backend: Backend, plan: list[Planned], seed: int,
         header["anchor_scale"] = anchors
     if traces_kernels(backend):
         header["cache_state"] = InNetworkCacheState.description
+        header["steady_state"] = STEADY_STATE
         if not existing:
             header["trace_overhead_ms"] = trace_overhead_ms(backend)
     if not existing and todo:
