@@ -3,7 +3,7 @@
 The variants drop its squeeze-and-excitation blocks, replace its Swish (a kernel of its own after each conv,
 onnxruntime's QuickGelu) with ReLU6 (fused into the conv), or both; everything else (widths, 3x3 and 5x5 depthwise
 convs, strides) stays. Each network is measured `--rounds` times, alternated, with onnxruntime at the pack's level and
-threads (20 runs each, the median), and predicted with the pack. Prints a table. None of the variants is in any
+threads (`npower validate`'s measurement, 20 runs), and predicted with the pack. Prints a table. None of the variants is in any
 pack's fitting data.
 Run: python benchmarks/efficientnet_ablation.py [--gpu PACK] [--batch N] [--rounds N]
 """
@@ -18,8 +18,7 @@ from npower.graph import load_graph
 from npower.netbuilder import NetBuilder
 from npower.pack import find_pack
 from npower.predict import predict
-from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.validate import random_feeds
+from npower.validate import backend_for, measure_network
 from npower.zoo import efficientnet_b0
 
 VARIANTS = {"SE + Swish (EfficientNet-B0)": {}, "no SE, Swish": {"squeeze_excite": False},
@@ -28,24 +27,22 @@ VARIANTS = {"SE + Swish (EfficientNet-B0)": {}, "no SE, Swish": {"squeeze_excite
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", default="amd-epyc", help="CPU pack")
+    parser.add_argument("--gpu", default="amd-epyc", help="pack: its runtime measures the networks")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     pack = find_pack(args.gpu)
-    if (pack.runtime.name, pack.runtime.device) != ("onnxruntime", "cpu"):
-        parser.error(f"{args.gpu}: not an onnxruntime CPU pack")
-    backend = OrtCpuBackend(pack.runtime.threads or 1, pack.runtime.optimization, TimingPolicy(min_runs=20))
+    backend = backend_for(pack, runs=20)
     networks = {}
     for name, switches in VARIANTS.items():
         builder = NetBuilder("efficientnet_variant", (args.batch, 3, 224, 224))
         model = builder.model(functools.partial(efficientnet_b0, **switches)(builder))
         graph = load_graph(model)
-        networks[name] = (model.SerializeToString(), random_feeds(graph), sum(l.ms for l in predict(graph, pack)))
+        networks[name] = (model, graph, sum(layer.ms for layer in predict(graph, pack)))
     measured: dict[str, list[float]] = {name: [] for name in networks}
     for _ in range(args.rounds):
-        for name, (model, feeds, _) in networks.items():
-            measured[name].append(backend.measure(model, feeds).median_ms)
+        for name, (model, graph, _) in networks.items():
+            measured[name].append(measure_network(backend, model, graph).median_ms)
     print(f"{'network (batch ' + str(args.batch) + ')':30s} {'measured ms':>12s} {'npower ms':>10s} {'error':>7s}")
     for name, (_, _, predicted) in networks.items():
         median = float(np.median(measured[name]))

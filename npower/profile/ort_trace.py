@@ -119,10 +119,10 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
     if names[0] != names[1]:
         return [{**base, "error": f"onnxruntime ran {', '.join(names[0])}; "
                                   f"npower's rules expect {', '.join(names[1])}"}]
-    steady = [None] * len(ours)
-    if any(times_steady(kernel, config) for kernel in ours):
-        steady = [times for _, times in _sorted_runs(*backend.trace(model, feeds, lambda run: time_runs(run, policy)),
-                                                     policy.warmup_runs)]
+    steady = [times_steady(kernel, config) for kernel in ours]
+    if any(steady):
+        steady_runs = _sorted_runs(*backend.trace(model, feeds, lambda run: time_runs(run, policy)), policy.warmup_runs)
+        steady = [times if timed else None for timed, (_, times) in zip(steady, steady_runs)]
     rows = []
     for kernel, (op, times), steady_times in zip(ours, ran, steady):
         if is_wrap(kernel, config):
@@ -130,7 +130,7 @@ def kernel_rows(backend, config: dict[str, Any], seed: int, base: dict[str, Any]
         layer = extract(kernel)
         states = dict(zip(("evicted", "hot"), (summarize(t).to_dict() for t in state.split(times, policy.warmup_runs))))
         chosen = "evicted" if reads_weight_matrix(kernel) else "hot"
-        if chosen == "hot" and steady_times and times_steady(kernel, config):
+        if steady_times:
             states[chosen := "steady"] = summarize(steady_times).to_dict()
         rows.append({**base, "kind": layer.kind, "kernel": op,
                      "config": kernel_config(kernel) if kernel.domain == NCHWC else config,

@@ -109,7 +109,8 @@ def _measured_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[Mea
     overheads = trace_overheads(runs)
     steady_kinds = steady_state_kinds(row for _, run in runs for row in run.samples)
     measured = [_log2_targets(run, overhead, steady_kinds) for (_, run), overhead in zip(runs, overheads)]
-    comparable = [_log2_targets(run, overhead, set()) for (_, run), overhead in zip(runs, overheads)]
+    comparable = measured if not steady_kinds else [_log2_targets(run, overhead, set())
+                                                    for (_, run), overhead in zip(runs, overheads)]
     kinds = {identity: row["kind"] for run in comparable for identity, (row, _) in run.items()}
     return measured, run_offsets([{identity: value for identity, (_, value) in run.items()} for run in comparable],
                                  kinds)
