@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", default="amd-epyc")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--passes", type=int, default=3, help="passes over all the networks (npower validate --passes)")
     parser.add_argument("--out", help="folder for the ONNX files (default: a temporary one)")
     parser.add_argument("--models", nargs="*", help="a subset of: " + ", ".join(exporters()))
     args = parser.parse_args()
@@ -100,7 +101,8 @@ def main() -> None:
                     print(f"skipped {name}: export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                     continue
             files.append(str(path))
-        sys.exit(npower_main(["validate", *files, "--gpu", args.gpu, "--runs", str(args.runs)]))
+        sys.exit(npower_main(["validate", *files, "--gpu", args.gpu, "--runs", str(args.runs),
+                              "--passes", str(args.passes)]))
 
 
 if __name__ == "__main__":

@@ -183,11 +183,12 @@ def scaling_factor(kind: str, source: Spec, target: Spec) -> float:
 def scale_model(model: SparsePolynomial, factor: float) -> SparsePolynomial:
     """The same model predicting `factor` times the time."""
     info = {**model.fit, "scaled_by": factor}
+    rates = None if model.rates is None else model.rates.scaled(factor)
     if model.target == "log2":
         return SparsePolynomial("log2", model.unit, model.intercept + math.log2(factor), list(model.terms), info,
-                                dict(model.bounds))
+                                dict(model.bounds), rates)
     return SparsePolynomial(model.target, model.unit, model.intercept * factor,
-                            [(c * factor, p) for c, p in model.terms], info, dict(model.bounds))
+                            [(c * factor, p) for c, p in model.terms], info, dict(model.bounds), rates)
 
 
 def distance(source: Spec, target: Spec) -> tuple[bool, bool, float]:

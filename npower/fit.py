@@ -27,7 +27,7 @@ from .device_features import derive as derive_device_features, names as device_f
 from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
-from .polynomial import SparsePolynomial, design_matrix, variable_feature, variable_values
+from .polynomial import RateEnvelope, SparsePolynomial, design_matrix, variable_feature, variable_values
 from .profile.cache_state import (BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind,
                                   steady_state_kinds)
 from .profile.repeats import (PooledSample, check_poolable, pool_with_offsets, pooled_device, repeat_noise_pct,
@@ -315,10 +315,21 @@ def _select(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np
     return best[1], tried
 
 
+def work_feature(columns: dict[str, np.ndarray]) -> str | None:
+    """The first amount of work (`SIZE_FEATURES`) every row has some of: what a runtime model's rates are per."""
+    return next((name for name in SIZE_FEATURES if name in columns and np.all(columns[name] > 0)), None)
+
+
+def rate_bounds(feature: str | None, columns: dict[str, np.ndarray], y: np.ndarray,
+                rows: np.ndarray) -> RateEnvelope | None:
+    """The rows' time per unit of the feature by size band (`SparsePolynomial.rates`); None without a feature."""
+    return None if feature is None else RateEnvelope.fitted(feature, columns[feature][rows], y[rows])
+
+
 def nested_heldout(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, folds: int,
-                   seed: int) -> float:
-    """Held-out RMSPE of the whole procedure (choose the form by inner CV, fit it, bound it: `log_bounds`) on outer
-    folds it never saw."""
+                   seed: int, work: str | None = None) -> float:
+    """Held-out RMSPE of the whole procedure (choose the form by inner CV, fit it, bound it: `log_bounds`, and with a
+    `work` feature `rate_bounds`) on outer folds it never saw."""
     order = np.random.default_rng(seed + 1).permutation(rows)
     predicted = np.empty(len(y))
     for fold in np.array_split(order, folds):
@@ -327,6 +338,9 @@ def nested_heldout(forms: list, columns: dict[str, np.ndarray], y: np.ndarray, r
         intercept, coefs, _ = fitter.fit(_design(terms, columns, train), y[train])
         bounds = log_bounds(fitter, terms, columns, train)
         predicted[fold] = fitter.predict(_design(terms, columns, fold, bounds), intercept, coefs)
+        rates = rate_bounds(work, columns, y, train)
+        if rates is not None:
+            predicted[fold] = rates.clip(predicted[fold], {work: columns[work][fold]})
     return rmspe(predicted[order], y[order])
 
 
@@ -344,23 +358,28 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
         (label, fitter, degree, terms), tried = _select(forms, columns, y, subset, folds, seed)
     except NpowerError:
         raise NpowerError(f"{kind}: no usable features to fit") from None
-    error = nested_heldout(forms, columns, y, subset, folds, seed)
+    work = work_feature(columns) if log_target else None  # runtime models only: watts are no rate of work
+    error = nested_heldout(forms, columns, y, subset, folds, seed, work)
     X = _design(terms, columns, every)
     intercept, coefs, alpha = fitter.fit(X, y)
     kept = [(float(c), t) for c, t in zip(coefs, terms) if c != 0.0]
-    in_sample = rmspe(fitter.predict(X, intercept, coefs), y)
+    rates = rate_bounds(work, columns, y, every)
+    in_sample = fitter.predict(X, intercept, coefs)
+    in_sample = rmspe(in_sample if rates is None else rates.clip(in_sample, columns), y)
     fit_info = {"form": label, "degree": degree, "heldout_rmspe_pct": round(error, 2),
                 "insample_rmspe_pct": round(in_sample, 2),
                 "heldout_method": f"nested cross-validation: {folds} outer folds over {len(subset)} rows, the form "
                                   f"chosen again in each by {INNER_FOLDS}-fold CV on its training part only"
                                   + (" and its log variables bounded to that part's range" if fitter.target == "linear"
-                                     else ""),
+                                     else "")
+                                  + (f" and its time within {RateEnvelope.MARGIN:g}x of that part's rates per {work} "
+                                     "by size band" if work else ""),
                 "fitted": f"{label} by {fitter.method} on log2({unit})" if fitter.target == "log2" else
                           f"{label} by {fitter.method} on {unit}" + (" (relative error)" if fitter.relative else ""),
                 "samples": len(y), "model_size": len(kept) + 1, "alpha": alpha,
                 "forms_tried": {"selection_rmspe_pct": tried, "rows": len(subset), "folds": folds}}
     bounds = log_bounds(fitter, [powers for _, powers in kept], columns, every)
-    return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info, bounds)
+    return SparsePolynomial(fitter.target, unit, intercept, kept, fit_info, bounds, rates)
 
 
 def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:

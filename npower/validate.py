@@ -50,6 +50,12 @@ class NetworkResult:
     layers: list[dict[str, Any]] = field(default_factory=list)
     profiled_ms: float | None = None  # one inference under the runtime's per-kernel profiler (--layers)
     error: str | None = None
+    pass_ms: list[float] = field(default_factory=list)  # each pass's median (--passes); measured_ms: pass_median
+
+    @property
+    def spread(self) -> float:
+        """How far apart the passes' medians were: (largest - smallest) / their median; 0 with one pass."""
+        return pass_spread(self.pass_ms)
 
     @property
     def accuracy(self) -> float:
@@ -196,6 +202,27 @@ def measure_network(backend: Backend, model: onnx.ModelProto, graph) -> Measurem
     return backend.measure(model.SerializeToString(), random_feeds(graph))
 
 
+def measure_in_passes(backend: Backend, networks: list[tuple[onnx.ModelProto, Any]], passes: int) -> list[list[float]]:
+    """Each network's median ms in each of `passes` passes over all of them (network by network, then again): a
+    slow spell of a noisy machine lands in one pass of a few networks instead of every run of one."""
+    medians: list[list[float]] = [[] for _ in networks]
+    for _ in range(passes):
+        for times, (model, graph) in zip(medians, networks):
+            times.append(measure_network(backend, model, graph).median_ms)
+    return medians
+
+
+def pass_median(pass_ms: list[float]) -> float:
+    """A network's time from its passes: the median of their medians."""
+    return float(np.median(pass_ms))
+
+
+def pass_spread(pass_ms: list[float]) -> float:
+    """(largest - smallest) / median of a network's pass medians (0 with one pass)."""
+    median = pass_median(pass_ms)
+    return (max(pass_ms) - min(pass_ms)) / median if len(pass_ms) > 1 and median > 0 else 0.0
+
+
 def profile_layers(backend: Backend, model: onnx.ModelProto, graph, pack: Pack, predicted: list[LayerPrediction],
                    fusion: bool, runs: int = 10) -> tuple[list[dict], float]:
     """Per-kernel ms from the runtime's profiler inside the whole network, next to the prediction of
@@ -205,10 +232,8 @@ def profile_layers(backend: Backend, model: onnx.ModelProto, graph, pack: Pack, 
     return layer_rows(predicted, fusions, profile, graph), profile.total_ms
 
 
-def validate_network(spec: str, pack: Pack, backend: Backend, batch: int | None, fusion: bool, predictor: str,
-                     layers: bool) -> NetworkResult:
-    name, model = load_network(spec, batch)
-    graph = load_graph(model)
+def validate_network(name: str, model: onnx.ModelProto, graph, pack: Pack, backend: Backend, fusion: bool,
+                     predictor: str, layers: bool) -> NetworkResult:
     predicted = predict(graph, pack, fusion=fusion)
     reason = partial_reason(graph, predicted, pack)
     if reason:
@@ -221,23 +246,28 @@ def validate_network(spec: str, pack: Pack, backend: Backend, batch: int | None,
         predicted_ms = paleo
     measurement = measure_network(backend, model, graph)
     energy = sum(layer.mj or 0.0 for layer in predicted)
-    result = NetworkResult(name, graph.inputs[0].shape[0] if graph.inputs else batch, measurement.median_ms,
+    result = NetworkResult(name, graph.inputs[0].shape[0] if graph.inputs else None, measurement.median_ms,
                            predicted_ms, paleo, measurement.watts,
-                           energy / predicted_ms if pack.has_power and predicted_ms > 0 else None)
+                           energy / predicted_ms if pack.has_power and predicted_ms > 0 else None,
+                           pass_ms=[measurement.median_ms])
     if layers:
         result.layers, result.profiled_ms = profile_layers(backend, model, graph, pack, predicted, fusion)
     return result
 
 
 def format_results(results: list[NetworkResult]) -> str:
-    lines = [f"{'network':22s} {'measured ms':>12s} {'npower ms':>10s} {'acc':>7s} {'paleo ms':>10s} {'acc':>7s}"]
+    """The results table; with several passes, a last column gives each network's spread between them."""
+    passes = max((len(r.pass_ms) for r in results), default=1)
+    lines = [f"{'network':22s} {'measured ms':>12s} {'npower ms':>10s} {'acc':>7s} {'paleo ms':>10s} {'acc':>7s}"
+             + (f" {'spread of ' + str(passes) + ' passes':>20s}" if passes > 1 else "")]
     good = [r for r in results if r.error is None]
     for r in results:
         if r.error:
             lines.append(f"{r.name:22s} FAILED: {r.error}")
             continue
-        paleo = "-" if r.paleo_ms is None else f"{r.paleo_ms:10.2f} {r.paleo_accuracy:6.1%}"
-        lines.append(f"{r.name:22s} {r.measured_ms:12.2f} {r.predicted_ms:10.2f} {r.accuracy:6.1%} {paleo}")
+        paleo = f"{'-':>10s} {'-':>7s}" if r.paleo_ms is None else f"{r.paleo_ms:10.2f} {r.paleo_accuracy:6.1%}"
+        spread = f" {r.spread:20.1%}" if passes > 1 else ""
+        lines.append(f"{r.name:22s} {r.measured_ms:12.2f} {r.predicted_ms:10.2f} {r.accuracy:6.1%} {paleo}{spread}")
     if good:
         mean = float(np.mean([r.accuracy for r in good]))
         within = sum(abs(1 - r.accuracy) <= 0.10 for r in good)
@@ -278,6 +308,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.label:  # compare with a recorded label instead of measuring
         from .labels import cmd_validate_label
         return cmd_validate_label(args)
+    if args.passes < 1:
+        raise NpowerError(f"--passes {args.passes}: must be at least 1")
     pack = find_pack(args.gpu, args.profiles)
     backend = backend_for(pack, args.runs)
     for warning in mismatch_warnings(pack, backend):
@@ -285,10 +317,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     state = measured_machine_state(pack, backend)
     if state is not None:
         print(f"note: {format_machine_state(state, pack)}", file=sys.stderr)
-    results = []
+    results, measured = [], []
     for spec in args.models:
         try:
-            result = validate_network(spec, pack, backend, args.batch, not args.no_fusion, args.predictor, args.layers)
+            name, model = load_network(spec, args.batch)
+            graph = load_graph(model)
+            result = validate_network(name, model, graph, pack, backend, not args.no_fusion, args.predictor,
+                                      args.layers)
+            result.batch = result.batch or args.batch
+            if args.passes > 1:  # kept for the later passes
+                measured.append((result, (model, graph)))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; one model must not stop the rest
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"warning: {spec}: {message}; continuing", file=sys.stderr)
@@ -297,6 +335,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if result.layers and args.format == "table":
             print(f"{result.name}: largest layers, onnxruntime profile vs prediction")
             print(format_layers(result))
+    try:
+        more = measure_in_passes(backend, [network for _, network in measured], args.passes - 1)
+    except Exception as exc:  # noqa: BLE001 - a later pass failing keeps the first pass's results
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"warning: a later pass failed ({message}); reporting the first pass", file=sys.stderr)
+        more = [[] for _ in measured]
+    for (result, _), times in zip(measured, more):
+        result.pass_ms += times
+        result.measured_ms = pass_median(result.pass_ms)  # the power stays the first pass's reading
     good = [r for r in results if r.error is None]
     if args.format == "json":
         text = json.dumps({"schema_version": 1, "pack": pack.name, "results": [r.to_dict() for r in results]}, indent=2)
@@ -321,6 +368,7 @@ def record_validation(pack: Pack, results: list[NetworkResult], backend: Backend
         "runtime": backend.runtime_info(),
         "mean_runtime_accuracy": float(np.mean([r.accuracy for r in results])),
         "within_10pct": f"{sum(abs(1 - r.accuracy) <= 0.10 for r in results)}/{len(results)}",
+        "passes": max(len(r.pass_ms) for r in results),
         "networks": {r.name: {"measured_ms": round(r.measured_ms, 4), "predicted_ms": round(r.predicted_ms, 4),
                               "accuracy": round(r.accuracy, 4),
                               "paleo_ms": None if r.paleo_ms is None else round(r.paleo_ms, 4)} for r in results},

@@ -12,7 +12,7 @@ from npower.profile.store import SampleFile
 from npower.device_features import derive
 from npower.graph import load_graph
 from npower.pack import KindModels
-from npower.polynomial import SparsePolynomial
+from npower.polynomial import RateEnvelope, SparsePolynomial
 from npower.predict import predict
 
 
@@ -65,6 +65,21 @@ def test_a_linear_form_is_bounded_to_the_log_ranges_of_its_samples_and_a_log2_fo
     model = fit.fit_target("relu", samples, y, True, "ms", folds=4, max_degree=2, seed=0)
     logs = {v for v in model.variables if v.startswith("log2")}
     assert set(model.bounds) == (logs if model.target == "linear" else set())
+
+
+def test_a_runtime_model_bounds_its_rate_by_size_band_and_never_clips_a_sample_it_was_fitted_on():
+    samples, _ = _noise_rows(200, seed=2)
+    y = np.array([1e-5 * r["elements"] + 0.01 for r in samples])
+    model = fit.fit_target("relu", samples, y, True, "ms", folds=4, max_degree=2, seed=0)
+    assert model.rates.feature == "elements" and "rates per elements" in model.fit["heldout_method"]
+    work = np.array([r["elements"] for r in samples])
+    assert np.all(model.rates.clip(y, {"elements": work}) == y)
+    repeated = np.array([8.0] * 30 + [100.0] * 20)  # samples of one size always share a band
+    times = np.where(repeated == 8, 8e3, 1e2)
+    envelope = RateEnvelope.fitted("elements", repeated, times)
+    assert np.all(envelope.clip(times, {"elements": repeated}) == times)
+    power = fit.fit_target("relu", samples, np.full(200, 50.0), False, "W", folds=4, max_degree=1, seed=0)
+    assert power.rates is None  # watts are no rate of work
 
 
 def test_log_features_that_are_products_of_kept_ones_are_dropped():

@@ -7,7 +7,7 @@ import yaml
 
 from npower import NpowerError
 from npower.pack import find_pack, load_pack, pack_from_dict
-from npower.polynomial import SparsePolynomial
+from npower.polynomial import RateEnvelope, SparsePolynomial
 
 from conftest import linear_pack
 
@@ -37,6 +37,33 @@ def test_a_bounded_log_variable_stays_in_its_range_while_raw_sizes_still_scale()
     assert SparsePolynomial.from_dict(bounded.to_dict()) == bounded
     with pytest.raises(NpowerError, match=r"bounds.log2\(batch\): low 3.0 is above high 0.0"):
         SparsePolynomial.from_dict({**bounded.to_dict(), "bounds": {"log2(batch)": [3.0, 0.0]}})
+
+
+def test_a_rate_envelope_keeps_a_runaway_polynomial_at_the_rates_of_samples_of_its_size():
+    """Samples of 10-10,000 elements, small ones at 1 ms per element (overhead), large ones at 0.01: a product of
+    two sizes fitted on them may predict anything at 10^6 elements; the envelope keeps it within MARGIN times the
+    large samples' rates, while a small layer may still cost the small ones' rate."""
+    work = np.array([10.0] * 10 + [100.0] * 10 + [1000.0] * 10 + [10000.0] * 10)
+    times = work * np.repeat([1.0, 0.5, 0.02, 0.01], 10) * np.tile(np.linspace(0.9, 1.1, 10), 4)
+    envelope = RateEnvelope.fitted("elements", work, times)
+    assert len(envelope.low) == 4 and envelope.log2_edges == pytest.approx(np.log2([100.0, 1000.0, 10000.0]))
+    runaway = SparsePolynomial("linear", "ms", 0.0, [(1.0, {"elements": 2})], rates=envelope)
+    big, small = {"elements": np.array([1e6])}, {"elements": np.array([12.0])}
+    margin = RateEnvelope.MARGIN
+    assert runaway.predict(big) == pytest.approx([1e6 * 0.02 * 1.1 * margin])  # from the last two bands' highest
+    assert SparsePolynomial("linear", "ms", 0.0, [(1.0, {"elements": 2})]).predict(big) == pytest.approx([1e12])
+    tiny = SparsePolynomial("linear", "ms", 0.0, [(1e-4, {"elements": 1})], rates=envelope)
+    assert tiny.predict(small) == pytest.approx([12.0 * 0.45 / margin])  # from the first two bands' lowest
+    modest = SparsePolynomial("linear", "ms", 0.0, [(0.3, {"elements": 1})], rates=envelope)
+    assert modest.predict(small) == pytest.approx([12.0 * 0.3])  # within its size band's rates: left alone
+    assert SparsePolynomial.from_dict(runaway.to_dict()) == runaway
+    assert runaway.partial({"elements": 1e6}).rates is None  # the work fixed: a constant, nothing to bound
+    assert envelope.scaled(3.0).high == pytest.approx([3 * h for h in envelope.high])  # an estimate for another GPU
+    bad = {**runaway.to_dict(), "rates": {**envelope.to_dict(), "low": [0.5, 0.2, 0.01, 2.0]}}
+    with pytest.raises(NpowerError, match="rates: expected 0 <= low <= high and longest >= 0 in every band"):
+        SparsePolynomial.from_dict(bad)
+    with pytest.raises(NpowerError, match="one more band"):
+        SparsePolynomial.from_dict({**runaway.to_dict(), "rates": {**envelope.to_dict(), "log2_edges": [1.0]}})
 
 
 def test_pack_round_trip_is_exact(tmp_path):

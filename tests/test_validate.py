@@ -16,9 +16,9 @@ from npower.graph import load_graph
 from npower.kernel_map import RUNTIME_ROW
 from npower.pack import load_pack
 from npower.predict import predict
-from npower.profile.backends import OrtCpuBackend, TimingPolicy
-from npower.validate import (TOKEN_IDS, accuracy, format_machine_state, machine_state, mismatch_warnings,
-                             profile_layers, random_feeds)
+from npower.profile.backends import Measurement, OrtCpuBackend, TimingPolicy
+from npower.validate import (TOKEN_IDS, accuracy, format_machine_state, machine_state, measure_in_passes,
+                             mismatch_warnings, pass_spread, profile_layers, random_feeds)
 
 from conftest import linear_pack
 
@@ -111,6 +111,44 @@ def test_machine_line_says_when_the_speed_is_beyond_drift(compute, memory, anoth
     line = format_machine_state(state, pack)
     assert f"{compute - 1:+.0%} and {memory - 1:+.0%}" in line
     assert ("most likely describes another CPU" in line) == another_cpu
+
+
+class ScriptedBackend:
+    """Answers each measurement with the next scripted median and logs which model it measured."""
+
+    def __init__(self, medians: list[float]):
+        self.medians, self.measured = iter(medians), []
+
+    def measure(self, model: bytes, feeds) -> Measurement:
+        self.measured.append(onnx.load_from_string(model).graph.name)
+        ms = next(self.medians)
+        return Measurement(ms, ms, ms, ms, 1)
+
+
+def test_passes_go_over_every_network_before_repeating_one():
+    """A slow spell lands in one pass of a few networks: pass 2 starts after pass 1 measured them all."""
+    networks = []
+    for name in ("a", "b"):
+        model = zoo.build("squeezenet")
+        model.graph.name = name
+        networks.append((model, load_graph(model)))
+    backend = ScriptedBackend([1.0, 10.0, 3.0, 12.0, 2.0, 11.0])
+    assert measure_in_passes(backend, networks, 3) == [[1.0, 3.0, 2.0], [10.0, 12.0, 11.0]]
+    assert backend.measured == ["a", "b"] * 3
+    assert pass_spread([1.0, 3.0, 2.0]) == pytest.approx(1.0) and pass_spread([5.0]) == 0.0
+
+
+def test_validate_reports_the_median_of_its_passes(tmp_path, cpu_pack, capsys):
+    out = tmp_path / "v.json"
+    assert main(["validate", "zoo:squeezenet", "--gpu", str(cpu_pack), "--runs", "3", "--passes", "3",
+                 "--format", "json", "-o", str(out), "--record"]) == 0
+    result, = json.loads(out.read_text())["results"]
+    assert len(result["pass_ms"]) == 3 and result["measured_ms"] == pytest.approx(np.median(result["pass_ms"]))
+    assert load_pack(cpu_pack).provenance["validation"]["passes"] == 3
+    assert main(["validate", "zoo:squeezenet", "--gpu", str(cpu_pack), "--runs", "3", "--passes", "2"]) == 0
+    assert "spread of 2 passes" in capsys.readouterr().out
+    assert main(["validate", "zoo:squeezenet", "--gpu", str(cpu_pack), "--passes", "0"]) == 2
+    assert "--passes 0: must be at least 1" in capsys.readouterr().err
 
 
 def test_all_models_failing_is_exit_2(tmp_path, cpu_pack):

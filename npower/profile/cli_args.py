@@ -51,6 +51,8 @@ def add_profile_parsers(sub, lazy: Lazy) -> None:
     validate.add_argument("--batch", type=int, help="batch size of every network (default: the model's own; zoo: 1)")
     validate.add_argument("--runs", type=int, default=30,
                           help="timed runs per network; the median is reported (default: %(default)s)")
+    validate.add_argument("--passes", type=int, default=1, help="measure every network in this many passes over "
+                          "them all and report the median of the passes' medians (default: %(default)s)")
     validate.add_argument("--predictor", choices=["npower", "paleo"], default="npower")
     validate.add_argument("--no-fusion", action="store_true")
     validate.add_argument("--layers", action="store_true", help="per-layer comparison with onnxruntime's profile")
