@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 
-
 from npower.graph import load_graph
 from npower.netbuilder import NetBuilder
 from npower.pack import find_pack

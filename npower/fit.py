@@ -364,8 +364,8 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
     intercept, coefs, alpha = fitter.fit(X, y)
     kept = [(float(c), t) for c, t in zip(coefs, terms) if c != 0.0]
     rates = rate_bounds(work, columns, y, every)
-    in_sample = fitter.predict(X, intercept, coefs)
-    in_sample = rmspe(in_sample if rates is None else rates.clip(in_sample, columns), y)
+    fitted = fitter.predict(X, intercept, coefs)
+    in_sample = rmspe(fitted if rates is None else rates.clip(fitted, columns), y)
     fit_info = {"form": label, "degree": degree, "heldout_rmspe_pct": round(error, 2),
                 "insample_rmspe_pct": round(in_sample, 2),
                 "heldout_method": f"nested cross-validation: {folds} outer folds over {len(subset)} rows, the form "
