@@ -185,11 +185,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _count_kinds(pack) -> str:
-    """'N op kinds', and the graph-input variants of some of them (models of their own, not op kinds)."""
-    from .profile.cache_state import base_kind
+    """'N op kinds', and the graph-input and steady variants of some of them (models of their own, not op kinds)."""
+    from .profile.cache_state import GRAPH_INPUT, STEADY, base_kind
     kinds = {base_kind(kind) for kind in pack.models}
-    variants = len(pack.models) - len(kinds)
-    return f"{len(kinds)} op kinds" + (f" (+{variants} graph-input variant{'s' * (variants > 1)})" if variants else "")
+    variants = [f"{count} {name} variant{'s' * (count > 1)}" for suffix, name in ((GRAPH_INPUT, "graph-input"),
+                                                                                 (STEADY, "steady"))
+                if (count := sum(kind.endswith(suffix) for kind in pack.models))]
+    return f"{len(kinds)} op kinds" + (f" (+{' and '.join(variants)})" if variants else "")
 
 
 def _pack_facts(pack) -> list[str]:

@@ -28,8 +28,8 @@ from .errors import NpowerError
 from .features_nchwc import BANDS, TRAFFIC
 from .pack import Pack, KindModels
 from .polynomial import RateEnvelope, SparsePolynomial, design_matrix, variable_feature, variable_values
-from .profile.cache_state import (BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, base_kind, graph_input_kind,
-                                  steady_state_kinds)
+from .profile.cache_state import (BETWEEN_STATES_KINDS, GRAPH_EDGE_KINDS, GRAPH_INPUT, STEADY, base_kind,
+                                  graph_input_kind, steady_kind, steady_state_kinds)
 from .profile.repeats import (PooledSample, check_poolable, pool_with_offsets, pooled_device, repeat_noise_pct,
                               sample_identity, trace_overheads)
 from .profile.run_offsets import MIN_SHARED
@@ -384,9 +384,12 @@ def fit_target(kind: str, rows: list[dict], y: np.ndarray, log_target: bool, uni
 
 def current_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
     """A sample's op kind and features from its config with today's extractors (stored ones if it no longer builds);
-    a kernel timed reading a graph input from memory has its kind's graph-input variant (`cache_state`)."""
+    a kernel timed reading a graph input from memory has its kind's graph-input variant, one timed in a steady loop its
+    steady variant (`cache_state`)."""
     kind, values = _extracted_layer(row)
-    return (graph_input_kind(kind) if row.get("graph_input") else kind), values
+    if row.get("graph_input"):
+        kind = graph_input_kind(kind)
+    return (steady_kind(kind) if row.get("cache_state") == "steady" else kind), values
 
 
 def _extracted_layer(row: dict[str, Any]) -> tuple[str, dict[str, float]]:
@@ -484,8 +487,9 @@ def fit_samples(runs: list[tuple[str, SampleFile]], name: str, folds: int = 5, m
                                             "reading it back")
     steady = sorted(steady_state_kinds(row for _, run in runs for row in run.samples))
     if steady:
-        provenance["fit"]["steady_state"] = (f"{', '.join(steady)}: fitted on their samples timed in a steady loop (no "
-                                             "eviction between runs), for kernels without a weight matrix")
+        provenance["fit"]["steady_state"] = (f"kinds ending {STEADY} ({', '.join(steady)}): fitted on their samples "
+                                             "timed in a steady loop (no eviction between runs), for an activation a "
+                                             "host kernel applies to the output it just wrote")
     if inside:
         provenance["fit"]["mid_graph"] = {kind: f"fitted on the {kept} of {total} samples timed between two plain "
                                                 f"kernels (a single-node graph's read the input or write the output)"

@@ -19,7 +19,7 @@ from .features import FREE, UNKNOWN, UNRESOLVED, LayerFeatures, extract
 from .features_nchwc import BROADER_KIND
 from .graph import Graph, Node
 from .pack import Pack
-from .profile.cache_state import base_kind, graph_input_kind
+from .profile.cache_state import base_kind, graph_input_kind, steady_kind
 from .runtimes import Fusion
 
 
@@ -67,7 +67,8 @@ def predict(graph: Graph, pack: Pack, fusion: bool = True) -> list[LayerPredicti
     by_kind: dict[str, list[int]] = {}
     for index, (row, layer) in enumerate(zip(rows, layers)):
         if row.source == "pending":
-            by_kind.setdefault(_model_kind(pack, layer, index in first_readers), []).append(index)
+            in_epilogue = _in_host_epilogue(fused.get(nodes[index].name))
+            by_kind.setdefault(_model_kind(pack, layer, index in first_readers, in_epilogue), []).append(index)
     for kind, indices in by_kind.items():
         _predict_kind(pack, kind, [layers[i] for i in indices], [rows[i] for i in indices])
     _fill_missing_power(pack, rows)
@@ -92,14 +93,23 @@ def _first_graph_input_readers(graph: Graph, nodes: list[Node], rows: list[Layer
     return set(readers.values())
 
 
-def _model_kind(pack: Pack, layer: LayerFeatures, reads_graph_input: bool) -> str:
-    """The pack's model for a node: the graph-input variant of its kind where the node is the first to read a graph
-    input (from memory, one inference after it was written), the pack fitted one and the layer lies inside what its
-    samples covered (it was fitted on images' first convs only); else the kind's own, or where the pack has none
-    and the kind was split off a broader one (`BROADER_KIND`), the broader kind's."""
-    variant = graph_input_kind(layer.kind)
-    if reads_graph_input and variant in pack.models and _inside_samples(pack, variant, layer.values()):
-        return variant
+def _in_host_epilogue(fusion: Fusion | None) -> bool:
+    """Does the node run inside another node's kernel as a pass over the output that kernel just wrote (an
+    activation in a convolution's epilogue)?"""
+    return fusion is not None and fusion.host is not None and fusion.costs
+
+
+def _model_kind(pack: Pack, layer: LayerFeatures, reads_graph_input: bool, in_epilogue: bool) -> str:
+    """The pack's model for a node: a variant of its kind where the pack fitted one and the layer lies inside what
+    its samples covered: the graph-input variant where the node is the first to read a graph input (from memory, one
+    inference after it was written; fitted on images' first convs only), the steady variant where it runs in a host
+    kernel's epilogue (on data in cache); else the kind's own, or where the pack has none and the kind was split off a
+    broader one (`BROADER_KIND`), the broader kind's."""
+    variants = [graph_input_kind(layer.kind)] if reads_graph_input else []
+    variants += [steady_kind(layer.kind)] if in_epilogue else []
+    for variant in variants:
+        if variant in pack.models and _inside_samples(pack, variant, layer.values()):
+            return variant
     if layer.kind not in pack.models and BROADER_KIND.get(layer.kind) in pack.models:
         return BROADER_KIND[layer.kind]
     return layer.kind

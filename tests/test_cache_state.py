@@ -12,9 +12,11 @@ from npower.graph import Node, Tensor, load_graph
 from npower.pack import KindModels
 from npower.polynomial import SparsePolynomial
 from npower.predict import predict
-from npower.profile.cache_state import (FALLBACK_CACHE_BYTES, MIN_STEADY_ROWS, InNetworkCacheState, graph_input_kind,
-                                         in_fitted_state, in_network_ms, last_level_cache_bytes, reads_weight_matrix,
-                                         steady_state_kinds, typical_ms)
+from npower.features import extract
+from npower.runtimes.ort_rules import CPU_ACTIVATIONS
+from npower.profile.cache_state import (EPILOGUE_KINDS, FALLBACK_CACHE_BYTES, MIN_STEADY_ROWS, STEADY, InNetworkCacheState, base_kind,
+                                         fitted_states, graph_input_kind, in_network_ms, last_level_cache_bytes,
+                                         reads_weight_matrix, steady_kind, steady_state_kinds, typical_ms)
 from npower.profile.repeats import runtime_target_ms
 from npower.profile.store import SampleWriter
 
@@ -98,21 +100,32 @@ def _timed(kind: str, state: str, **extra) -> dict:
     return {"kind": kind, "cache_state": state, "states": states, "kernel": "Relu", **states[state], **extra}
 
 
-def test_a_kind_with_enough_steady_rows_is_fitted_from_the_steady_state_alone():
-    """Kernels without a weight matrix are timed in a steady loop too; a kind with MIN_STEADY_ROWS rows timed so is
-    fitted from them (its rows profiled before, hot only, are left out), another kind from the hot state of all its
-    rows (the alternating runs each row also has)."""
+def test_an_epilogue_activation_with_enough_steady_rows_is_fitted_from_the_steady_state_as_a_variant():
+    """Kernels without a weight matrix are timed in a steady loop too; an activation kind a host kernel can apply
+    in its epilogue, with MIN_STEADY_ROWS rows timed so, is fitted from the hot state of all its rows and, as its
+    steady variant, from the steady rows; any other kind from the hot state of all its rows (the alternating runs
+    each row also has)."""
     rows = ([_timed("relu", "steady")] * MIN_STEADY_ROWS + [_timed("relu", "hot")] * 5
-            + [_timed("add", "steady")] * (MIN_STEADY_ROWS - 1) + [_timed("add", "hot")] * 30
-            + [_timed("mul", "steady", error="x")] * MIN_STEADY_ROWS)
+            + [_timed("clip", "steady")] * (MIN_STEADY_ROWS - 1) + [_timed("clip", "hot")] * 30
+            + [_timed("add", "steady")] * MIN_STEADY_ROWS
+            + [_timed("sigmoid", "steady", error="x")] * MIN_STEADY_ROWS)
     kinds = steady_state_kinds(rows)
     assert kinds == {"relu"}
-    assert in_network_ms(in_fitted_state(_timed("relu", "steady"), kinds)) == 0.04
-    assert in_fitted_state(_timed("relu", "hot"), kinds) is None
-    assert in_network_ms(in_fitted_state(_timed("add", "steady"), kinds)) == 0.06
-    assert in_network_ms(in_fitted_state(_timed("add", "hot"), kinds)) == 0.06
+    assert [(r["cache_state"], in_network_ms(r)) for r in fitted_states(_timed("relu", "steady"), kinds)] == \
+        [("hot", 0.06), ("steady", 0.04)]
+    assert [in_network_ms(r) for r in fitted_states(_timed("relu", "hot"), kinds)] == [0.06]
+    assert [in_network_ms(r) for r in fitted_states(_timed("add", "steady"), kinds)] == [0.06]
     conv = _timed("conv", "evicted")
-    assert in_fitted_state(conv, kinds) is conv and in_network_ms(conv) == 0.09
+    assert fitted_states(conv, kinds) == [conv] and in_network_ms(conv) == 0.09
+    assert steady_kind("relu") == "relu" + STEADY and base_kind(steady_kind("relu")) == "relu"
+
+
+@pytest.mark.parametrize("op", sorted(CPU_ACTIVATIONS))
+def test_every_activation_a_cpu_kernel_applies_in_its_epilogue_is_an_epilogue_kind(op):
+    attrs = {"alpha": 0.1} if op == "LeakyRelu" else {}
+    node = Node(op, op, "", [Tensor("x", (1, 8, 4, 4), "float32", 4)], [Tensor("y", (1, 8, 4, 4), "float32", 4)],
+                attrs)
+    assert extract(node).kind in EPILOGUE_KINDS
 
 
 @pytest.mark.parametrize("op, group, weight, expected", [

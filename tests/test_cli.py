@@ -14,7 +14,7 @@ import pytest
 
 from npower import analyze, zoo
 from npower.cli import main
-from npower.profile.cache_state import graph_input_kind
+from npower.profile.cache_state import graph_input_kind, steady_kind
 
 from conftest import linear_pack
 
@@ -126,13 +126,17 @@ def test_packs_and_analyze_name_the_cpu_generation(tmp_path, capsys):
     assert "(Test Device, family 25 model 17," in capsys.readouterr().out
 
 
-def test_packs_counts_graph_input_variants_apart_from_op_kinds(tmp_path, capsys):
+def test_packs_counts_graph_input_and_steady_variants_apart_from_op_kinds(tmp_path, capsys):
     pack = linear_pack()
     kinds = len(pack.models)
     pack.models[graph_input_kind("conv")] = pack.models["conv"]
     pack.save(tmp_path / "testpack.yaml")
     assert main(["packs", "--profiles", str(tmp_path)]) == 0
-    assert f"{kinds} op kinds (+1 graph-input variant)" in capsys.readouterr().out
+    assert f"{kinds} op kinds (+1 graph-input variant)," in capsys.readouterr().out
+    pack.models[steady_kind("relu")] = pack.models[steady_kind("conv")] = pack.models["relu"]
+    pack.save(tmp_path / "testpack.yaml")
+    assert main(["packs", "--profiles", str(tmp_path)]) == 0
+    assert f"{kinds} op kinds (+1 graph-input variant and 2 steady variants)," in capsys.readouterr().out
 
 
 def test_version(capsys):

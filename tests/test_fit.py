@@ -6,7 +6,7 @@ import pytest
 
 from conftest import linear_pack, single_node_model
 from npower import fit
-from npower.profile.cache_state import MIN_STEADY_ROWS
+from npower.profile.cache_state import MIN_STEADY_ROWS, STEADY
 from npower.profile.repeats import PooledSample, pool_runs, pooled_device, runtime_target_ms, trace_overheads
 from npower.profile.store import SampleFile
 from npower.device_features import derive
@@ -139,21 +139,27 @@ def test_pooled_runs_device_numbers_are_weighted_by_the_rows_each_measured():
     assert device == {"name": "cpu", "cores": 2, "peak_gflops": 125.0}
 
 
-def test_runs_pool_a_config_in_the_state_its_kind_is_fitted_from():
+def test_runs_pool_a_config_in_each_state_its_kind_is_fitted_from():
     """A config profiled hot only in an older run and hot and steady in a newer one: its kind, steady in enough rows,
-    pools the newer run's steady time alone (the older run's row is left out, not averaged in); the two runs' speeds
-    are compared in the state both timed, hot, so an older run a third slower there moves the pooled scale to
-    halfway (in log2) between the two runs."""
+    pools both runs' hot times into one sample and the newer run's steady time alone into another (the older run has
+    none to average in); the two runs' speeds are compared in the state both timed, hot, so an older run a third slower
+    there moves the pooled scale to halfway (in log2) between the two runs."""
     def row(key: str, states: dict) -> dict:
         state = "steady" if "steady" in states else "hot"
-        return {"key": key, "kind": "relu", "kernel": "Relu", "cache_state": state, "states": states, **states[state]}
+        return {"key": key, "kind": "relu", "kernel": "Relu", "cache_state": state, "states": states, "features": {},
+                "specials": {}, **states[state]}
     newer = SampleFile({}, [row(str(i), {"hot": {"mean_ms": 0.06}, "steady": {"mean_ms": 0.04}})
                             for i in range(MIN_STEADY_ROWS)])
-    for older_hot_ms, expected_ms in ((0.06, 0.04), (0.08, 0.04 * (0.08 / 0.06) ** 0.5)):
+    for older_hot_ms in (0.06, 0.08):
         older = SampleFile({}, [row(str(i), {"hot": {"mean_ms": older_hot_ms}}) for i in range(MIN_STEADY_ROWS)])
         pooled = pool_runs([("older", older), ("newer", newer)])
-        assert len(pooled) == MIN_STEADY_ROWS
-        assert all(sample.runtime_ms == pytest.approx(expected_ms) for sample in pooled)
+        scale = (older_hot_ms / 0.06) ** 0.5
+        steady = [s for s in pooled if s.row["cache_state"] == "steady"]
+        hot = [s for s in pooled if s.row["cache_state"] == "hot"]
+        assert (len(steady), len(hot)) == (MIN_STEADY_ROWS, MIN_STEADY_ROWS)
+        assert all(len(s.log2_ms) == 1 and s.runtime_ms == pytest.approx(0.04 * scale) for s in steady)
+        assert all(len(s.log2_ms) == 2 and s.runtime_ms == pytest.approx(0.06 * scale) for s in hot)
+        assert {fit.current_layer(s.row)[0] for s in steady} == {"relu" + STEADY}
 
 
 def test_reorders_are_fitted_on_samples_timed_inside_a_graph_where_there_are_some():

@@ -33,7 +33,7 @@ from npower.pack import KindModels
 from npower.polynomial import SparsePolynomial
 from npower.predict import predict
 from npower.profile.backends import KernelProfile, KernelTime
-from npower.profile.cache_state import STEADY_STATE, InNetworkCacheState
+from npower.profile.cache_state import STEADY_STATE, InNetworkCacheState, base_kind, steady_kind
 from npower.profile import plan
 from npower.profile.build import build_model, configured_node
 from npower.profile.ort_trace import costed_kernels, op_name
@@ -160,6 +160,11 @@ CASES = {
     # fewer input channels than a block: the Conv reads the plain tensor (ReorderOutput of 8 channels)
     "narrow_conv_reads_plain": _graph(_conv("x", "a", 8, 32, 1), _op("Sigmoid", ["a"], "g"), _op("Mul", ["a", "g"], "q"),
                                       _conv("q", "y", 32, 8, 1)),
+    # a Clip (fused at the extended level), a Sigmoid and a HardSigmoid after blocked Convs become their activations
+    "epilogue_activations": _graph(_conv("x", "a", 32, 32, 1), (_op("Clip", ["a", "lo", "hi"], "c"),
+                                                                [("lo", []), ("hi", [])]),
+                                   _conv("c", "b", 32, 32, 3), _op("Sigmoid", ["b"], "g"),
+                                   _conv("g", "d", 32, 32, 1), _op("HardSigmoid", ["d"], "y")),
     "grouped_and_depthwise": _graph(_conv("x", "a", 32, 32, 3, group=2), _conv("a", "b", 16, 32, 3, group=2),
                                     _conv("b", "c", 16, 16, 3, group=16), _conv("c", "y", 12, 16, 1)),
     "unpaddable_channels_stay_plain": _graph(_conv("x", "a", 18, 32, 1), _conv("a", "y", 18, 18, 3, group=18)),
@@ -235,6 +240,28 @@ def test_channels_last_reorders_read_channels_from_the_last_axis():
         assert (layer.features["channels"], layer.features["spatial"]) == (16, 32 * 16), kernel.name
 
 
+def test_a_blocked_convs_activation_other_than_relu_is_costed_as_a_steady_pass_over_its_output():
+    """A blocked Conv applies a Relu in its kernel (free) and a Clip, Sigmoid or HardSigmoid as a pass over the
+    output it just wrote: that pass keeps its cost, from the pack's steady variant of the activation's kind where
+    the pack has one and the layer lies inside its samples; else from the kind's own model."""
+    graph = load_graph(case_model("epilogue_activations"))
+    fusions = ALL.kernels(graph)
+    costed = {name: (f.host, f.costs) for name, f in fusions.items() if f.host}
+    assert costed == {"Clip:c": ("Conv:a", True), "Sigmoid:g": ("Conv:b", True), "HardSigmoid:y": ("Conv:d", True)}
+    relu = load_graph(case_model("sum_into_first_conv"))
+    assert {(f.host, f.costs) for f in ALL.kernels(relu).values() if f.host} == {("Conv:a", False)}
+    pack = linear_pack()
+    pack.runtime = dataclasses.replace(pack.runtime, optimization="all")
+    pack.models["clip"] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(1e-5, {"elements": 1})]))
+    pack.models[steady_kind("clip")] = KindModels(SparsePolynomial("linear", "ms", 0.0, [(2e-6, {"elements": 1})]))
+    elements = 32 * 16 * 16
+    for covered, rate in (([0, 1e6], 2e-6), ([1e6, 2e6], 1e-5)):
+        pack.provenance["sampled_ranges"] = {steady_kind("clip"): {"elements": covered}}
+        clip = next(row for row in predict(graph, pack) if row.name == "Clip:c")
+        assert (clip.source, clip.ms, clip.note) == ("fitted", pytest.approx(rate * elements),
+                                                      "runs inside Conv:a's kernel")
+
+
 @needs_ort
 def test_profile_at_level_all_samples_each_kernel(tmp_path):
     """`npower profile --optimization all` on a tiny plan: a Conv sample becomes rows of its blocked kernel and
@@ -253,7 +280,7 @@ def test_profile_at_level_all_samples_each_kernel(tmp_path):
     kinds = collections.Counter(row["kind"] for row in kernels)
     assert kinds["reorder_output"] >= 1 and any(kind.startswith("nchwc_conv") for kind in kinds), kinds
     for row in kernels:
-        assert row["median_ms"] > 0 and current_layer(row)[0] == row["kind"]
+        assert row["median_ms"] > 0 and base_kind(current_layer(row)[0]) == row["kind"]
         # only convs read weights; the reorders at the graph's edges are timed hot, other kernels in a steady loop too
         expected = "evicted" if "conv" in row["kind"] else "hot" if row["kind"].startswith("reorder") else "steady"
         assert row["cache_state"] == expected, row["kind"]
@@ -335,7 +362,7 @@ def test_mid_graph_reorders_are_sampled_between_two_plain_kernels(tmp_path):
     assert not [row["error"] for row in rows if row.get("error")]
     kinds = collections.Counter(row["kind"] for row in rows)  # one of each per config
     assert set(kinds) == {"nchwc_conv_dw_1x1", "reorder_input", "reorder_output"} and len(set(kinds.values())) == 1
-    assert all(row["mid_graph"] and current_layer(row)[0] == row["kind"] for row in rows)
+    assert all(row["mid_graph"] and base_kind(current_layer(row)[0]) == row["kind"] for row in rows)
 
 
 def _nchwc_conv(x: tuple, w: tuple, pads: list[int], strides: list[int], group: int = 1) -> Node:

@@ -19,11 +19,14 @@ states, which is why the fit takes the geometric mean of both for the depthwise 
 A reorder of the blocked layout reads the tensor a kernel just wrote and writes one the next kernel reads inside a
 network; in a single-node graph it reads the user's input or writes the graph output, 1.5-3x slower: the reorder
 kinds (`GRAPH_EDGE_KINDS`) are fitted on samples timed between two plain kernels where the runs have them.
-Kernels without a weight matrix are also timed in a steady loop (the steady state: no eviction between runs), and
-their kinds are fitted from it where a kind has at least MIN_STEADY_ROWS such rows (`steady_state_kinds`): the hot run
-right after an evicted one is not hot for a tensor of a few MB (a Relu over 3 MB: 2.1x its steady time on the Zen 4
-pack's machine, 1.3x at 0.2 MB), while inside a network the arena hands such a kernel buffers the kernels before it
-just used (`BENCHMARKS.md`, "The hot state after an eviction").
+Kernels without a weight matrix are also timed in a steady loop (the steady state: no eviction between runs): the
+hot run right after an evicted one is not hot for a tensor of a few MB (a Relu over 3 MB: 2.1x its steady time on the
+Zen 4 pack's machine, 1.3x at 0.2 MB; `BENCHMARKS.md`, "The hot state after an eviction"). Every kind is fitted
+from the hot state of all its rows (a kernel of its own inside a network: the hot state predicted the zoo best). An
+activation a host kernel applies to the output it just wrote (an nchwc Conv's Clip or Sigmoid epilogue) works on
+data in cache, as in a loop: its kind (`EPILOGUE_KINDS`), where at least MIN_STEADY_ROWS of its rows were timed in
+the steady state (`steady_state_kinds`), is also fitted from them as a variant kind (`steady_kind`), which `predict`
+uses for such passes.
 A kernel that reads a graph input (the tensor the user feeds, last touched one inference earlier) meets it in
 memory: a network's first conv. Plan configs marked `graph_input` are timed from an evicted state whose inputs
 are not read back; their rows are fitted as a kind of their own (`graph_input_kind`), which `predict` uses for
@@ -99,6 +102,7 @@ BETWEEN_STATES_KINDS = ("nchwc_conv_dw", "conv_dw")
 GRAPH_EDGE_KINDS = ("reorder_input", "reorder_output")
 EVICTED_WEIGHT = 0.5  # of the evicted state in the between-states time (0.5: the geometric mean of the two)
 GRAPH_INPUT = "@graph_input"
+STEADY = "@steady"
 
 
 def graph_input_kind(kind: str) -> str:
@@ -106,9 +110,14 @@ def graph_input_kind(kind: str) -> str:
     return kind + GRAPH_INPUT
 
 
+def steady_kind(kind: str) -> str:
+    """The kind of a kernel of `kind` run on data in cache, as in a steady loop (see the module doc)."""
+    return kind + STEADY
+
+
 def base_kind(kind: str) -> str:
-    """The op kind of a kind, graph-input variant or not."""
-    return kind.removesuffix(GRAPH_INPUT)
+    """The op kind of a kind, graph-input or steady variant or not."""
+    return kind.removesuffix(GRAPH_INPUT).removesuffix(STEADY)
 
 
 def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
@@ -127,21 +136,27 @@ def in_network_ms(row: dict, overhead_ms: float = 0.0) -> float:
 
 MIN_STEADY_ROWS = 20  # a kind's rows timed in the steady state for the kind to be fitted from it
 STEADY_STATE = "kernels without a weight matrix also timed in a steady loop (no eviction between runs)"
+# The kinds of the activations a host kernel applies to the output it just wrote (onnxruntime CPU's FusedConv and
+# FusedGemm, and its NCHWc convs: `runtimes.ort_rules.CPU_ACTIVATIONS`), the only kernels `predict` costs in the
+# steady state
+EPILOGUE_KINDS = frozenset({"relu", "clip", "sigmoid", "tanh", "leakyrelu", "hardsigmoid"})
 
 
 def steady_state_kinds(rows: Iterable[dict]) -> set[str]:
-    """The kinds fitted from the steady state: those with at least MIN_STEADY_ROWS good rows timed in it."""
+    """The kinds fitted from the steady state too: epilogue activations (`EPILOGUE_KINDS`) with at least
+    MIN_STEADY_ROWS good rows timed in it."""
     counts = Counter(row.get("kind") for row in rows if row.get("cache_state") == "steady" and not row.get("error"))
-    return {kind for kind, count in counts.items() if count >= MIN_STEADY_ROWS}
+    return {kind for kind, count in counts.items() if count >= MIN_STEADY_ROWS and kind in EPILOGUE_KINDS}
 
 
-def in_fitted_state(row: dict, steady_kinds: set[str]) -> dict | None:
-    """The row in the state its kind is fitted from: a kind fitted from the steady state drops the rows of its kind
-    timed hot only (profiled before the steady state was); any other kind takes its steady rows' hot state."""
-    state = row.get("cache_state")
-    if row.get("kind") in steady_kinds:
-        return None if state == "hot" else row
-    return {**row, "cache_state": "hot"} if state == "steady" else row
+def fitted_states(row: dict, steady_kinds: set[str]) -> list[dict]:
+    """The row in each state a kind is fitted from: a row timed in the steady state gives its hot state (for its kind)
+    and, where its kind is one of `steady_kinds`, its steady state too (for the kind's steady variant); any other row
+    is fitted as it is."""
+    if row.get("cache_state") != "steady":
+        return [row]
+    hot = {**row, "cache_state": "hot"}
+    return [hot, row] if row.get("kind") in steady_kinds else [hot]
 
 
 def typical_ms(stats: dict) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NpowerError
-from .cache_state import in_fitted_state, in_network_ms, steady_state_kinds
+from .cache_state import fitted_states, in_network_ms, steady_state_kinds
 from .run_offsets import ALL_KINDS, offset_for, run_offsets
 from .store import SampleFile, runtime_differences
 
@@ -73,8 +73,10 @@ def trace_overheads(runs: list[tuple[str, SampleFile]]) -> list[float]:
 
 def sample_identity(row: dict[str, Any]) -> str:
     """What one measured kernel is: the plan's config key, and for the kernels a single-node session runs
-    (a blocked conv and its reorders share the config key) the kernel and its own config."""
-    return json.dumps([row["key"], row.get("kernel"), row.get("config")], sort_keys=True)
+    (a blocked conv and its reorders share the config key) the kernel and its own config; its steady state is
+    another sample of it (`cache_state.fitted_states`)."""
+    steady = ["steady"] if row.get("cache_state") == "steady" else []
+    return json.dumps([row["key"], row.get("kernel"), row.get("config"), *steady], sort_keys=True)
 
 
 def pool_runs(runs: list[tuple[str, SampleFile]]) -> list[PooledSample]:
@@ -104,8 +106,8 @@ Measured = dict[str, tuple[dict[str, Any], float]]
 
 def _measured_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[Measured], list[dict[str, float]]]:
     """Every run's log2 targets (`_log2_targets`) and speed offsets (`run_offsets`). The offsets compare the runs in
-    the states every run timed (a steady row in its alternating hot state), so that runs profiled before the steady
-    state and after it stay on one scale through the configs both measured."""
+    the states every run timed (a steady row in its alternating hot state only), so that runs profiled before the
+    steady state and after it stay on one scale through the configs both measured."""
     overheads = trace_overheads(runs)
     steady_kinds = steady_state_kinds(row for _, run in runs for row in run.samples)
     measured = [_log2_targets(run, overhead, steady_kinds) for (_, run), overhead in zip(runs, overheads)]
@@ -117,11 +119,11 @@ def _measured_with_offsets(runs: list[tuple[str, SampleFile]]) -> tuple[list[Mea
 
 
 def _log2_targets(run: SampleFile, overhead_ms: float, steady_kinds: set[str]) -> Measured:
-    """A run's good rows by `sample_identity`, each with its log2 runtime target in the state its kind is fitted
-    from (`cache_state.in_fitted_state`); a config measured twice in one run keeps its first row and the mean of its
+    """A run's good rows by `sample_identity`, each with its log2 runtime target, in every state its kind is fitted
+    from (`cache_state.fitted_states`); a config measured twice in one run keeps its first row and the mean of its
     log2 times."""
     values: dict[str, tuple[dict[str, Any], list[float]]] = {}
-    for row in filter(None, (in_fitted_state(row, steady_kinds) for row in run.samples)):
+    for row in (state for row in run.samples for state in fitted_states(row, steady_kinds)):
         target = 0.0 if row.get("error") else runtime_target_ms(row, overhead_ms)
         if target > 0:  # not failed, nor a zero time: something to fit
             values.setdefault(sample_identity(row), (row, []))[1].append(math.log2(target))

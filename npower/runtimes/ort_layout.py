@@ -30,7 +30,11 @@ zoo network:
   tensor's other readers; a Transpose from channels-last (perm 0,3,1,2) whose output only one blocked
   kernel reads is done by that kernel's ReorderInput reading the channels-last tensor. The Transpose
   then runs no kernel of its own.
-The fused activation and Sum run in the blocked convolution's epilogue: not costed apart.
+The fused Sum and a fused Relu run inside the blocked convolution's kernel: not costed apart. Any other fused
+activation (Clip, Sigmoid, Tanh, HardSigmoid, LeakyRelu) MLAS applies in the convolution's epilogue, as a pass over
+the output rows the kernel just wrote (`MLAS_CONV_KERNEL_FLAG_OTHER_ACTIVATION`): costed as that activation, on data
+in cache (`predict`: the kind's steady variant). MobileNetV2's ReLU6 (Clip) costs it 7-11 % on the Zen 4 pack's
+machine against a Relu there (`BENCHMARKS.md`).
 Not modelled: a tensor read by nodes and also a graph output (npower's graph has no output list: a
 tensor nothing reads is an output); onnxruntime's transpose optimiser moving a Transpose past element-wise
 ops until it cancels another (ConvNeXt's residual stream stays channels-last: npower costs its Transposes
@@ -49,6 +53,7 @@ from .kernels import Fusion, RuleSet, host_of
 from .ort_rules import CPU_EXTENDED
 
 CONV_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "HardSigmoid"}
+IN_KERNEL_ACTIVATIONS = {"Relu"}  # applied in the blocked conv kernel's registers; others in its epilogue
 BLOCKED_ACTIVATIONS = CONV_ACTIVATIONS | {"QuickGelu"}
 POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 UPSAMPLE_MODES = {"half_pixel", "align_corners", "asymmetric"}
@@ -158,9 +163,10 @@ class Layout:
     def set_kernel(self, node: Node, kernel: Node) -> None:
         self.fusions[node.name] = Fusion(kernel=kernel)
 
-    def join(self, node: Node, blocked: Blocked, why: str) -> None:
-        """Node becomes part of the nchwc Conv writing `blocked`, which now writes node's output."""
-        self.fusions[node.name] = Fusion(host=blocked.host, why=why)
+    def join(self, node: Node, blocked: Blocked, why: str, costs: bool = False) -> None:
+        """Node becomes part of the nchwc Conv writing `blocked`, which now writes node's output; `costs`: the
+        kernel applies it as a pass over that output (`epilogue_costs`)."""
+        self.fusions[node.name] = Fusion(host=blocked.host, costs=costs, why=why)
         self.group[blocked.host].append(node)
         out = self.write(blocked.host, node.outputs[0], blocked.channels, blocked.conv)
         blocked.conv.outputs[0] = out
@@ -214,8 +220,9 @@ def _conv(layout: Layout, node: Node, kernel: Node) -> bool:
         x_in, weight = layout.blocked_input(x), (padded(cout), padded(cin) if group == 1 else cin, *w.shape[2:])
     members = [m for m in layout.group[node.name] if m is not node]
     activation = [m.op_type for m in members if layout.fusions[m.name].costs]
-    for member in members:
-        layout.fusions[member.name] = Fusion(host=node.name)  # folded, or applied in the kernel's epilogue
+    for member in members:  # folded, applied in the kernel, or a pass in its epilogue
+        costs = layout.fusions[member.name].costs and epilogue_costs(member.op_type)
+        layout.fusions[member.name] = Fusion(host=node.name, costs=costs)
     if activation:
         attrs["activation"] = activation[0]
     inputs = [x_in, replace(w, shape=weight)] + ([replace(bias, shape=(padded(cout),))] if bias is not None else [])
@@ -285,6 +292,11 @@ def _transpose(layout: Layout, node: Node, kernel: Node) -> bool:
     return True
 
 
+def epilogue_costs(activation: str) -> bool:
+    """Does a blocked conv apply `activation` as a pass over its output (its cost kept), not in its kernel?"""
+    return activation not in IN_KERNEL_ACTIVATIONS
+
+
 def _fusable(blocked: Blocked) -> bool:
     """An nchwc Conv that nothing else reads and that has no activation yet."""
     return blocked.conv is not None and "activation" not in blocked.conv.attrs and blocked.uses == 1
@@ -297,7 +309,7 @@ def _activation(layout: Layout, node: Node, kernel: Node) -> bool:
     source = layout.blocked[x.name]
     if kernel.op_type in CONV_ACTIVATIONS and _fusable(source):
         source.conv.attrs["activation"] = kernel.op_type
-        layout.join(node, source, f"the activation of {source.host}'s nchwc Conv")
+        layout.join(node, source, f"the activation of {source.host}'s nchwc Conv", epilogue_costs(kernel.op_type))
         return True
     layout.write(node.name, kernel.outputs[0], source.channels)
     return True
