@@ -8,7 +8,7 @@ import onnx
 from onnx import helper
 
 from .attrs import resolve_window, with_defaults
-from .errors import NpowerError
+from .errors import NpowerError, first_line
 from .modelio import ModelSource, load_model
 from .shape_values import fold
 
@@ -157,8 +157,7 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     except MemoryError:
         raise NpowerError("ONNX shape inference ran out of memory (a constant too large to propagate)") from None
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NpowerError(f"ONNX shape inference failed: {first_line}") from exc
+        raise NpowerError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 def _tensor_from_type(name: str, type_proto: onnx.TypeProto, is_weight: bool = False) -> Tensor:

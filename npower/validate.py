@@ -21,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from .coverage import partial_reason
-from .errors import NpowerError
+from .errors import NpowerError, first_line
 from .graph import load_graph
 from .pack import Pack, find_pack
 from .predict import LayerPrediction, layer_bytes, predict, roofline_ms
@@ -328,7 +328,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if args.passes > 1:  # kept for the later passes
                 measured.append((result, (model, graph)))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; one model must not stop the rest
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc)
             print(f"warning: {spec}: {message}; continuing", file=sys.stderr)
             result = NetworkResult(spec, args.batch, math.nan, math.nan, None, error=message)
         results.append(result)
@@ -338,7 +338,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         more = measure_in_passes(backend, [network for _, network in measured], args.passes - 1)
     except Exception as exc:  # noqa: BLE001 - a later pass failing keeps the first pass's results
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc)
         print(f"warning: a later pass failed ({message}); reporting the first pass", file=sys.stderr)
         more = [[] for _ in measured]
     for (result, _), times in zip(measured, more):
